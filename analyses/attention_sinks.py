@@ -55,7 +55,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     if scores.secondary_sinks:
         events = pd.DataFrame([s.__dict__ for s in scores.secondary_sinks])
         figure = plots.go.Figure()
-        for index, event in events.head(40).iterrows():
+        for _, event in events.head(40).iterrows():
             label = plots.safe_label(f"p{event.prompt}:{event.position} {event.token!r}")
             figure.add_trace(plots.go.Scatter(
                 x=[event.birth_layer, event.birth_layer + event.lifetime - 1], y=[label, label],

@@ -81,7 +81,7 @@ def _analysis_options(analysis: str, extra: Sequence[str]) -> dict[str, object]:
 
     spec = get_analysis(analysis)
     parser = _OneLineParser(prog=f"interp run {analysis}", add_help=False)
-    for option, (kind, default, text) in spec.options.items():
+    for option, (kind, _default, text) in spec.options.items():
         if kind is bool:
             parser.add_argument(f"--{option.replace('_', '-')}", dest=option, action="store_true", help=text)
         else:

@@ -201,26 +201,32 @@ class Histogram(_PositionReducer):
 
 
 def attention_received(
-    pattern: Float[Tensor, "batch head q k"], mask: Tensor, *, include_diagonal: bool = True
+    pattern: Float[Tensor, "batch head q k"],
+    mask: Tensor,
+    *,
+    include_diagonal: bool = True,
+    causal: bool = True,
 ) -> Float[Tensor, "batch head k"]:
-    """Mean attention each key position receives from the real queries at or after it.
+    """Mean attention each key position receives from the real queries that can see it.
 
-    ``α_k = 1/(n−k) Σ_{t=k}^{n−1} A[t,k]`` (Gu et al.) with ``include_diagonal``; without it the
-    diagonal is excluded (``t>k``, the secondary-sink form) and the last position receives 0.
+    Causal models: ``α_k = 1/(n−k) Σ_{t=k}^{n−1} A[t,k]`` (Gu et al.) with ``include_diagonal``; without
+    it the diagonal is excluded (``t>k``, the secondary-sink form) and the last position receives 0.
+    Encoders (``causal=False``): the mean over all real queries (``t≠k`` without the diagonal).
     Positions past a prompt's length are 0.
     """
-    query_mask = mask.to(pattern.dtype)[:, None, :, None]
+    dtype = pattern.dtype
+    query_mask = mask.to(dtype)[:, None, :, None]
     summed = (pattern * query_mask).sum(dim=2)  # [batch, head, k]
-    lengths = mask.sum(dim=1).to(pattern.dtype)  # [batch]
-    positions = torch.arange(pattern.shape[-1], device=pattern.device, dtype=pattern.dtype)
-    counts = lengths[:, None] - positions[None, :]
+    lengths = mask.sum(dim=1).to(dtype)  # [batch]
+    positions = torch.arange(pattern.shape[-1], device=pattern.device, dtype=dtype)
+    counts = lengths[:, None] - positions[None, :] if causal else lengths[:, None].expand(-1, pattern.shape[-1])
     if not include_diagonal:
-        diagonal = torch.diagonal(pattern, dim1=2, dim2=3) * mask.to(pattern.dtype)[:, None, :]
+        diagonal = torch.diagonal(pattern, dim1=2, dim2=3) * mask.to(dtype)[:, None, :]
         summed = summed - diagonal
         counts = counts - 1
-    counts = counts.clamp(min=1)[:, None, :]
-    received = summed / counts
-    valid_keys = (positions[None, :] < (lengths[:, None] - (0 if include_diagonal else 1))).to(pattern.dtype)
+    received = summed / counts.clamp(min=1)[:, None, :]
+    last_valid = lengths[:, None] - (1 if causal and not include_diagonal else 0)
+    valid_keys = (positions[None, :] < last_valid).to(dtype)
     return received * valid_keys[:, None, :]
 
 

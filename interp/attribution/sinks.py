@@ -3,7 +3,7 @@
 Method (METHODS.md §4):
 
 * First-token sink score (Gu et al., ICLR 2025): ``α_k = 1/(T−k) Σ_{t≥k} A[t,k]``, the mean attention
-  key position ``k`` receives (0-based, over real queries); ``Sink_0^ε`` is the fraction of heads whose
+  key position ``k`` receives (0-based, over real queries; for encoders, over all queries); ``Sink_0^ε`` is the fraction of heads whose
   ``α_0`` exceeds ε (default 0.3) on sequences cut to T tokens (default 64), averaged over prompts.
 * Secondary sinks (Wong et al. 2025, suite definition): the head-averaged score
   ``mean_h mean_{t>k} A[t,k]`` of a non-first position ``k`` that reaches τ at layer ``l`` but not at
@@ -185,7 +185,8 @@ class _SinkReducer(Reducer):
             self._resid(layer, activation, mask, batch)
 
     def _pattern(self, layer: int, pattern: Tensor, mask: Tensor, batch: TokenBatch) -> None:
-        received = attention_received(pattern, mask, include_diagonal=True)  # [b, h, k]
+        causal = not self.lm.is_encoder
+        received = attention_received(pattern, mask, include_diagonal=True, causal=causal)  # [b, h, k]
         width = received.shape[-1]
         alpha0 = received[:, :, 0]
         self.bos_sum[layer] += alpha0.sum(dim=0).cpu()
@@ -196,7 +197,7 @@ class _SinkReducer(Reducer):
             positions = torch.arange(width)
             self.position_counts[:width] += (positions[None, :] < lengths[:, None]).double().sum(dim=0)
             self.n_prompts += len(batch)
-        strict = attention_received(pattern, mask, include_diagonal=False).mean(dim=1)  # [b, k]
+        strict = attention_received(pattern, mask, include_diagonal=False, causal=causal).mean(dim=1)  # [b, k]
         assert self.layer_scores is not None
         self.layer_scores[:, layer, :] = strict.cpu()
 
