@@ -120,12 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     parser = _parser()
-    args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as stop:  # argparse: --help (0) or a usage error (2, already printed on one line)
+        return int(stop.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     if extra and args.command != "run":
-        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+        print(f"interp: error: unrecognised arguments: {' '.join(extra)}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.command == "list":
             return cmd_list()
@@ -134,10 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InterpUserError as error:
         print(f"interp: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except SystemExit as stop:  # a usage error in analysis options, already printed on one line
+        return int(stop.code or 0)
     except KeyboardInterrupt:
         print("interp: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command!r}")
+    print(f"interp: error: unknown command {args.command!r}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

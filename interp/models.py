@@ -582,20 +582,37 @@ def hooked_from_llama(
     hf: Any, tokenizer: Any, dtype: torch.dtype, device: str, processing: dict[str, bool]
 ) -> Any:
     """Build a HookedTransformer from a HF Llama model (TransformerLens's own weight conversion)."""
-    from transformer_lens import HookedTransformer
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
     cfg = llama_config_from_hf(hf.config, dtype, device)
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right")
-    state_dict = convert_llama_weights(hf, cfg)
-    model.load_and_process_state_dict(
-        state_dict,
-        fold_ln=processing["fold_ln"],
-        center_writing_weights=processing["center_writing_weights"],
-        center_unembed=processing["center_unembed"],
-        fold_value_biases=processing["fold_value_biases"],
-        refactor_factored_attn_matrices=processing["refactor_factored_attn_matrices"],
+    return _hooked_from_state_dict(cfg, convert_llama_weights(hf, cfg), tokenizer, dtype, device, processing)
+
+
+def hooked_from_gpt2(
+    hf: Any, tokenizer: Any, dtype: torch.dtype, device: str, processing: dict[str, bool]
+) -> Any:
+    """Build a HookedTransformer from a HF GPT-2 model (TransformerLens's own weight conversion)."""
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
+
+    c = hf.config
+    cfg = HookedTransformerConfig(
+        d_model=c.n_embd, d_head=c.n_embd // c.n_head, n_heads=c.n_head, d_mlp=c.n_inner or 4 * c.n_embd,
+        n_layers=c.n_layer, n_ctx=c.n_positions, eps=c.layer_norm_epsilon, d_vocab=c.vocab_size,
+        act_fn=c.activation_function, normalization_type="LN", positional_embedding_type="standard",
+        original_architecture="GPT2LMHeadModel", default_prepend_bos=True, dtype=dtype, device=device,
     )
+    return _hooked_from_state_dict(cfg, convert_gpt2_weights(hf, cfg), tokenizer, dtype, device, processing)
+
+
+def _hooked_from_state_dict(
+    cfg: Any, state_dict: dict[str, torch.Tensor], tokenizer: Any, dtype: torch.dtype, device: str,
+    processing: dict[str, bool],
+) -> Any:
+    from transformer_lens import HookedTransformer
+
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right")
+    model.load_and_process_state_dict(state_dict, **processing)
     model.to(device)
     return model.to(dtype)
 
@@ -850,11 +867,12 @@ def _load_local(path: Path, dtype: torch.dtype, device: str, processing: dict[st
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if architecture == "LlamaForCausalLM":
+    if architecture in ("LlamaForCausalLM", "GPT2LMHeadModel"):
         from transformers import AutoModelForCausalLM
 
         hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-        model = hooked_from_llama(hf, tokenizer, dtype, device, processing)
+        convert = hooked_from_llama if architecture == "LlamaForCausalLM" else hooked_from_gpt2
+        model = convert(hf, tokenizer, dtype, device, processing)
     else:
         from transformer_lens import HookedTransformer
         from transformers import AutoConfig, AutoModelForCausalLM
