@@ -16,6 +16,7 @@ report: setup
 	$(VENV)/interp run attention-sinks --model gemma-3-270m
 
 ## Set up, then run the whole test suite (unit + integration on the bundled real models) and ruff.
+test: export INTERP_REQUIRE_MODELS := 1
 test: setup
 	$(VENV)/ruff check interp analyses tests benchmarks
 	$(VENV)/python -m pytest -q tests

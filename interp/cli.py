@@ -27,11 +27,7 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors on one line (and exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"interp: error: {message} (see 'interp {self._sub_name()}--help')\n")
-
-    def _sub_name(self) -> str:
-        parts = self.prog.split()[1:]
-        return "".join(f"{p} " for p in parts)
+        self.exit(EXIT_USAGE, f"interp: error: {message} (see 'interp --help' and 'interp list')\n")
 
 
 def _parser() -> argparse.ArgumentParser:

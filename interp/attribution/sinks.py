@@ -260,7 +260,7 @@ class _SinkReducer(Reducer):
 
 def attention_sinks(
     lm: LoadedModel,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
     epsilon: float = 0.3,
     max_tokens: int = 64,
@@ -276,7 +276,8 @@ def attention_sinks(
 
     Args:
         lm: a loaded model (decoder or encoder; for encoders position 0 is ``[CLS]``).
-        prompts: texts; each is cut to ``max_tokens`` tokens (BOS included), Gu et al.'s T.
+        prompts: texts (or token id lists with BOS); each is cut to ``max_tokens`` tokens (BOS included),
+            Gu et al.'s T.
         epsilon: Gu et al.'s threshold on α_0 (default 0.3).
         tau: secondary-sink threshold on head-averaged attention received (default 0.2).
         min_queries: a secondary-sink candidate needs at least this many later queries.
@@ -294,7 +295,10 @@ def attention_sinks(
         raise OptionError(f"tau must be in (0, 1), got {tau}")
     if max_tokens < 2 or max_tokens > lm.info.n_ctx:
         raise OptionError(f"max_tokens (T) must be between 2 and the context window {lm.info.n_ctx}, got {max_tokens}")
-    token_rows = tokenize_prompts(lm, prompts, max_tokens=max_tokens)
+    if len(prompts) > 0 and not isinstance(prompts[0], str):  # already token ids (BOS included)
+        token_rows = [list(row)[:max_tokens] for row in prompts]
+    else:
+        token_rows = tokenize_prompts(lm, prompts, max_tokens=max_tokens)
     reducer = _SinkReducer(lm, max_tokens, epsilon, tau, min_queries, top_k, massive_abs, massive_ratio)
     n_tokens = run_probe(lm, token_rows, [reducer], batch_size=batch_size, progress=progress,
                          description="attention sinks")

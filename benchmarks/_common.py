@@ -1,0 +1,52 @@
+"""Helpers shared by the benchmarks: timing, peak memory in a fresh process, RESULT lines."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
+    """Median wall time of ``repeats`` calls (after the first result is kept)."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _child(target: Callable[..., Any], args: tuple, queue: Any) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    target(*args)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((before * 1024, after * 1024))
+
+
+def peak_rss_in_fresh_process(target: Callable[..., Any], *args: Any) -> tuple[int, int]:
+    """Run ``target(*args)`` in a fresh (spawned) process; return (peak RSS before, peak RSS after) in bytes."""
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(target, args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def result_line(name: str, value: float, unit: str, op: str, target: float) -> str:
+    return f"RESULT {name} {value:.3f} {unit} target {op} {target:g}"
+
+
+def print_table(rows: list[tuple], header: tuple) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))

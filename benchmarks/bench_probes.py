@@ -1,0 +1,132 @@
+"""Probe overhead and memory: the sinks probe vs a bare forward pass vs TransformerLens run_with_cache.
+
+On the GPT-2-small-shaped test model (12 layers x 12 heads, d_model 768): time the attention-sinks probe
+(patterns of every layer + residual streams, reduced on the fly) against a bare forward pass over the same
+batches (no hooks, no unembedding — the cheapest pass through all blocks), and against the naive way
+(``run_with_cache`` of the same hooks, then the same reduction from the cache). Checks that the probe and
+the naive way agree. Peak memory is measured in fresh processes for a small and a large prompt count.
+
+    python benchmarks/bench_probes.py            # 256 prompts for speed, 64 -> 1024 prompts for memory
+    python benchmarks/bench_probes.py --quick    # 64 prompts for speed, 64 -> 256 prompts for memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _common import peak_rss_in_fresh_process, print_table, result_line, timed  # noqa: E402
+
+SEQ = 128
+MODEL = "tiny-gpt2-12l"
+
+
+def token_rows(n_prompts: int, seed: int = 0) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    body = torch.randint(3, 50257, (n_prompts, SEQ - 1), generator=generator)
+    return [[0] + row.tolist() for row in body]  # 0 is <bos>
+
+
+def sinks_probe(n_prompts: int, batch_size: int) -> None:
+    import interp
+    from interp.attribution.sinks import attention_sinks
+
+    torch.set_num_threads(2)
+    lm = interp.load_model(MODEL)
+    attention_sinks(lm, token_rows(n_prompts), max_tokens=SEQ, batch_size=batch_size, progress=False)
+
+
+def naive_cache(n_prompts: int, batch_size: int) -> None:
+    import interp
+
+    torch.set_num_threads(2)
+    lm = interp.load_model(MODEL)
+    rows = token_rows(n_prompts)
+    _naive(lm, rows, batch_size, keep=True)
+
+
+def _naive(lm, rows, batch_size, keep: bool):
+    """The usual notebook way: run_with_cache every batch (keeping the caches), reduce afterwards."""
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(lm.n_layers)] + [
+        f"blocks.{layer}.hook_resid_post" for layer in range(lm.n_layers)]
+    caches = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            tokens = torch.tensor(rows[start : start + batch_size])
+            _, cache = lm.model.run_with_cache(tokens, names_filter=names, return_type=None)
+            caches.append(cache)
+    bos = torch.zeros(lm.n_layers, lm.n_heads, dtype=torch.float64)
+    for cache in caches:
+        for layer in range(lm.n_layers):
+            bos[layer] += cache[f"blocks.{layer}.attn.hook_pattern"][:, :, :, 0].double().mean(dim=2).sum(dim=0)
+    return bos / len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    import interp
+
+    torch.set_num_threads(2)
+    n_speed = 64 if args.quick else 256
+    small, large = (64, 256) if args.quick else (64, 1024)
+    batch_size = 8
+    lm = interp.load_model(MODEL)
+    rows = token_rows(n_speed)
+    batches = [torch.tensor(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+    def bare():
+        with torch.inference_mode():
+            for tokens in batches:
+                lm.model(tokens, return_type=None)
+
+    from interp.attribution.sinks import attention_sinks
+
+    bare()  # warm-up
+    t_bare, _ = timed(bare, repeats=3)
+    t_probe, scores = timed(
+        lambda: attention_sinks(lm, rows, max_tokens=SEQ, batch_size=batch_size, progress=False), repeats=3)
+    t_naive, naive_bos = timed(lambda: _naive(lm, rows, batch_size, keep=True), repeats=1)
+    probe_bos = scores.bos_attention.double()
+    max_diff = float((probe_bos - naive_bos).abs().max())
+    assert max_diff < 1e-5, f"probe and run_with_cache disagree by {max_diff}"
+
+    mem = {}
+    for label, target in (("probe", sinks_probe), ("run_with_cache", naive_cache)):
+        for n in (small, large):
+            if label == "run_with_cache" and n > 256:
+                continue  # keeping every cache of 1024 prompts would need ~10 GiB; the trend is clear at 256
+            before, after = peak_rss_in_fresh_process(target, n, batch_size)
+            mem[(label, n)] = after
+    growth = 100.0 * (mem[("probe", large)] - mem[("probe", small)]) / mem[("probe", small)]
+    naive_large = max(n for (label, n) in mem if label == "run_with_cache")
+    naive_growth = 100.0 * (mem[("run_with_cache", naive_large)] - mem[("run_with_cache", small)]) / mem[
+        ("run_with_cache", small)]
+
+    print(f"model {MODEL}, {n_speed} prompts x {SEQ} tokens, batch {batch_size}, torch threads 2")
+    print_table(
+        [
+            ("bare forward (no hooks, no unembed)", f"{t_bare:.2f}", "1.00"),
+            ("sinks probe (streaming)", f"{t_probe:.2f}", f"{t_probe / t_bare:.2f}"),
+            ("run_with_cache + reduce", f"{t_naive:.2f}", f"{t_naive / t_bare:.2f}"),
+        ],
+        ("pass", "seconds", "x bare"),
+    )
+    print(f"agreement probe vs run_with_cache (BOS attention): max |diff| = {max_diff:.2e}")
+    print_table(
+        [(label, n, f"{rss / 2**30:.2f}") for (label, n), rss in sorted(mem.items())],
+        ("peak memory", "prompts", "GiB (process peak RSS)"),
+    )
+    print(f"probe memory growth {small} -> {large} prompts: {growth:.1f}%; "
+          f"run_with_cache {small} -> {naive_large}: {naive_growth:.1f}%")
+    print(result_line("probe_overhead", t_probe / t_bare, "ratio", "<=", 1.25))
+    print(result_line("probe_memory_growth", growth, "%", "<", 10))
+
+
+if __name__ == "__main__":
+    main()
