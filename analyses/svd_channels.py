@@ -1,0 +1,329 @@
+"""``svd-channels``: SVD communication channels between heads and Q/K/V composition (METHODS.md §5).
+
+Weights: per-head OV/QK spectra and effective ranks, composition scores of every writer/reader pair with
+a random-matrix baseline, per-component (rank-1) composition. Data: previous-token and induction heads on
+repeated random token sequences, then the previous-token → induction K-channel tested by projecting the
+writers' top components out (against random components and random directions) and traversed by adding
+a multiple of the channel direction at one key position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from interp import plots
+from interp.attribution.channel_interventions import (
+    channel_traversal,
+    edit_head_writes,
+    effects_frame,
+    induction_channel_test,
+    repeated_token_rows,
+    repeated_token_scores,
+    token_pool,
+)
+from interp.attribution.channels import MODES, ChannelAnalysis, CompositionScores, svd_channels
+from interp.data import default_prompts
+from interp.errors import OptionError
+from interp.models import LoadedModel
+from interp.registry import Analysis, register
+from interp.results import Result, tidy_frame
+
+NOTES = (
+    "Composition scores (Elhage et al. 2021) measure, from the weights alone, how much of what a writer head "
+    "writes (its OV matrix) a later reader head reads through its queries (Q), keys (K) or values (V): "
+    "‖OV_A R_B‖_F / (‖OV_A‖_F ‖R_B‖_F). They have a positive floor: random matrices of the same shapes score "
+    "about 1/√d_model (E[score²] = 1/d_model exactly). The baseline is the mean of Gaussian factored matrices "
+    "of the heads' shapes and ranks; z = (score − baseline) / baseline std. Scores below the baseline mean "
+    "the writer writes into directions the reader systematically ignores.",
+    "Talking Heads (Merullo et al. 2024): the writer's OV = Σ σ_i u_i v_iᵀ is split into rank-1 components; "
+    "CS_i is the composition score of component i alone. Exactly, CS_full²‖OV‖² = Σ_i CS_i² σ_i², so "
+    "σ_i² CS_i² / Σ is the share of the interaction carried by component i. A low-rank channel is a writer/"
+    "reader pair whose interaction sits in a few components.",
+    "Previous-token heads attend from t to t−1 and induction heads from a repeated token to the token after "
+    "its earlier copy, on [BOS] r r with r random tokens (Olsson et al. 2022). The K-channel test projects, "
+    "for each induction head, the previous-token heads' top-k components (by CS_i with that head) out of "
+    "what they write, and compares the induction score with removing k random other components of the "
+    "same heads, k random residual directions, and the whole heads.",
+    "Traversal: a multiple α of the channel direction (the writer's top component for the reader, scaled "
+    "to the writer's typical output norm) is added to what the writer writes at one key position; the curve "
+    "shows the attention the reader gives that position from later queries, against a random direction and "
+    "the writer's top-σ component. For an induction head the key's content must match the query, so a push "
+    "along a direction the reader reads breaks the match in either sign; a direction it does not read leaves "
+    "the attention unchanged.",
+    "Effective matrices (default) fold norm gains TransformerLens cannot fold into the weights: Gemma-3's "
+    "post-attention norm (OV·diag(g)) and q/k norms. Rotary rotations and per-token RMS scales are not part "
+    "of a weight-only score. GQA: every query head is a reader/writer with its shared K/V head.",
+)
+
+REFERENCES = (
+    "Elhage et al., A Mathematical Framework for Transformer Circuits, Transformer Circuits Thread 2021.",
+    "Merullo, Eickhoff & Pavlick, Talking Heads: Understanding Inter-layer Communication in Transformer "
+    "Language Models, NeurIPS 2024 (arXiv 2406.09519).",
+    "Olsson et al., In-context Learning and Induction Heads, Transformer Circuits Thread 2022.",
+    "Roy & Vetterli, The effective rank: a measure of effective dimensionality, EUSIPCO 2007.",
+)
+
+
+def _label(head: tuple[int, int]) -> str:
+    return f"{head[0]}.{head[1]}"
+
+
+def _pair_heatmap(scores: CompositionScores, values: torch.Tensor, title: str, colorbar: str) -> plots.go.Figure:
+    n_layers, n_heads = scores.scores.shape[:2]
+    labels = [f"{layer}.{head}" for layer in range(n_layers) for head in range(n_heads)]
+    matrix = torch.where(scores.valid, values, torch.full_like(values, float("nan")))
+    return plots.matrix_heatmap(matrix.reshape(n_layers * n_heads, n_layers * n_heads).numpy(), title,
+                                x_labels=labels, y_labels=labels, x_title="reader head (layer.head)",
+                                y_title="writer head (layer.head)", colorbar_title=colorbar)
+
+
+def _writer_rank(scores: CompositionScores, writer: tuple[int, int], reader: tuple[int, int]) -> tuple[int, int]:
+    """Rank of ``writer`` among all heads of earlier layers by their score into ``reader`` (1 = top)."""
+    column = scores.scores[: reader[0], :, reader[0], reader[1]].flatten()
+    return int((column > scores.scores[writer + reader]).sum()) + 1, int(column.numel())
+
+
+def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
+        modes: str = "QKV", raw: bool = False, baseline_samples: int = 100, components: int = 4,
+        random_trials: int = 2, sequences: int = 4, half_length: int = 20, heads: int = 3,
+        components_per_pair: int = 3, **_: object) -> Result:
+    effective = not raw
+    mode_list = [m for m in modes.upper() if m.strip()]
+    if not mode_list or any(m not in MODES for m in mode_list):
+        raise OptionError(f"--modes {modes!r} is not a subset of QKV: give e.g. QKV or K")
+    for name, value, low in (("components", components, 1), ("random_trials", random_trials, 1),
+                             ("sequences", sequences, 1), ("half_length", half_length, 4), ("heads", heads, 1),
+                             ("components_per_pair", components_per_pair, 0)):
+        if value < low:
+            raise OptionError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    if "K" not in mode_list:
+        mode_list.append("K")  # the induction channel test needs K-composition
+    channels = svd_channels(lm, mode_list, effective=effective, baseline_samples=baseline_samples, seed=seed)
+    k_comp = channels.composition["K"]
+    rows = repeated_token_rows(lm, sequences, half_length, seed=seed, pool=token_pool(lm, prompts, minimum=half_length))
+    repeated = repeated_token_scores(lm, rows=rows, batch_size=batch_size)
+    previous = [h for h, _ in repeated.top("previous_token", heads, min_layer=0)]
+    first_prev = min(h[0] for h in previous)
+    induction = [h for h, _ in repeated.top("induction", heads, min_layer=first_prev + 1)]
+
+    pair_rows = []
+    for reader in induction:
+        for writer in previous:
+            if writer[0] >= reader[0]:
+                continue
+            share = k_comp.contribution_share(writer, reader)
+            top = k_comp.top_components(writer, reader, components)
+            rank, of = _writer_rank(k_comp, writer, reader)
+            pair_rows.append({
+                "writer (previous-token)": _label(writer), "reader (induction)": _label(reader),
+                "K-comp": round(float(k_comp.scores[writer + reader]), 5),
+                "baseline": round(k_comp.baseline.mean, 5), "z": round(float(k_comp.z[writer + reader]), 2),
+                "rank among earlier writers": f"{rank}/{of}",
+                "top CS_i": round(float(k_comp.component_scores[writer[0], writer[1], top[0], reader[0], reader[1]]), 4),
+                f"share of top-{components} components": round(float(share[top].sum()), 4),
+                "top components": " ".join(map(str, top)),
+            })
+    pairs = pd.DataFrame(pair_rows)
+    effects = induction_channel_test(lm, k_comp, channels.ov, previous, induction, k=components,
+                                     random_trials=random_trials, rows=rows, seed=seed,
+                                     space="residual" if effective else "head")
+    effect_frame = effects_frame(effects)
+    traversal_frames, figures_traversal, traversal_summary = _traversals(lm, channels, k_comp, previous, induction,
+                                                                         rows, seed)
+    frame = pd.concat([channels.to_frame(components_per_pair), repeated.to_frame(), effect_frame]
+                      + traversal_frames, ignore_index=True)
+    frame = tidy_frame(frame, extra_columns=("reader_layer", "reader_head", "mode", "component", "condition", "k",
+                                             "trial", "writers", "alpha", "direction", "writer"))
+
+    figures: dict[str, plots.go.Figure] = {}
+    for mode in mode_list:
+        scores = channels.composition[mode]
+        figures[f"{mode}-composition z-score, writer × reader"] = _pair_heatmap(
+            scores, scores.z, f"{mode}-composition z-score vs random baseline (writer rows, reader columns)", "z")
+    figures.update(_component_figure(lm, k_comp, previous, induction))
+    figures["Singular spectra"] = _spectra_figure(channels, previous, induction)
+    figures["OV effective rank per head"] = plots.layer_head_heatmap(
+        channels.ov.to_frame(), "ov_effective_rank", "Effective rank of each head's OV matrix (Roy & Vetterli)")
+    figures["Previous-token and induction scores"] = plots.layer_head_heatmap(
+        repeated.to_frame(), "induction", "Induction score per head (repeated random tokens)")
+    effect_summary = _effect_summary(effect_frame, components)
+    if not effect_summary.empty:
+        figures["Induction score with channels removed"] = _effect_figure(effect_summary, components)
+    figures.update(figures_traversal)
+
+    heads_table = pd.DataFrame(
+        [{"role": "previous-token", "head": _label(h), "previous-token score": round(float(repeated.previous_token[h]), 4),
+          "induction score": round(float(repeated.induction[h]), 4)} for h in previous]
+        + [{"role": "induction", "head": _label(h), "previous-token score": round(float(repeated.previous_token[h]), 4),
+            "induction score": round(float(repeated.induction[h]), 4)} for h in induction])
+    top_tables = {}
+    for mode in mode_list:
+        scores = channels.composition[mode]
+        top_tables[f"Top {mode}-composition pairs"] = pd.DataFrame(
+            [{"writer": _label(w), "reader": _label(r), "score": round(s, 5), "z": round(float(scores.z[w + r]), 2),
+              "top component": scores.top_components(w, r, 1)[0],
+              "its share": round(float(scores.contribution_share(w, r).max()), 4)}
+             for w, r, s in scores.top_pairs(15)])
+    tables = {"Previous-token and induction heads (repeated random tokens)": heads_table,
+              "K-composition, previous-token → induction heads": pairs,
+              "Induction score with channels removed": effect_summary, **top_tables}
+    if traversal_summary is not None:
+        tables["Channel traversal"] = traversal_summary
+    summary = _summary(channels, repeated, pairs, effect_summary, previous, induction, components)
+    params = dict(modes="".join(mode_list), effective=effective, edit_space="residual" if effective else "head", baseline_samples=baseline_samples,
+                  components=components, random_trials=random_trials, sequences=sequences, half_length=half_length,
+                  heads=heads, components_per_pair=components_per_pair, seed=seed,
+                  baseline=dict(mean=k_comp.baseline.mean, std=k_comp.baseline.std,
+                                component_mean=k_comp.baseline.component_mean,
+                                component_std=k_comp.baseline.component_std, samples=k_comp.baseline.samples))
+    return Result(analysis="svd-channels", frame=frame, figures=figures, tables=tables, notes=NOTES,
+                  references=REFERENCES, metadata={"parameters": params, "summary": summary})
+
+
+def _component_figure(lm: LoadedModel, k_comp: CompositionScores, previous, induction) -> dict[str, plots.go.Figure]:
+    """Components of the best previous-token writer × every later reader head (CS_i, K mode)."""
+    candidates = [(w, r) for r in induction for w in previous if w[0] < r[0]]
+    if not candidates:
+        return {}
+    writer, reader = max(candidates, key=lambda pair: float(k_comp.scores[pair[0] + pair[1]]))
+    later = k_comp.component_scores[writer[0], writer[1], :, writer[0] + 1:].reshape(k_comp.component_scores.shape[2], -1)
+    order = later.max(dim=1).values.argsort(descending=True)[:32]
+    labels = [f"{layer}.{head}" for layer in range(writer[0] + 1, lm.n_layers) for head in range(lm.n_heads)]
+    title = f"K-composition CS_i of writer {_label(writer)}'s top components with each later head"
+    return {f"Component × reader (writer {_label(writer)})": plots.matrix_heatmap(
+        later[order].numpy(), title, x_labels=labels, y_labels=[f"c{int(i)}" for i in order],
+        x_title="reader head", y_title="writer component", colorbar_title="CS_i")}
+
+
+def _spectra_figure(channels: ChannelAnalysis, previous, induction) -> plots.go.Figure:
+    series = {"OV mean over heads": channels.ov.S.mean(dim=(0, 1)).numpy(),
+              "QK mean over heads": channels.qk.S.mean(dim=(0, 1)).numpy()}
+    for head in previous[:1]:
+        series[f"OV {_label(head)} (previous-token)"] = channels.ov.S[head].numpy()
+    for head in induction[:1]:
+        series[f"QK {_label(head)} (induction)"] = channels.qk.S[head].numpy()
+    rank = channels.ov.S.shape[-1]
+    return plots.line_curves(list(range(rank)), series, "Singular values of OV and QK (sorted)", x_title="component",
+                             y_title="singular value")
+
+
+def _effect_summary(effect_frame: pd.DataFrame, components: int) -> pd.DataFrame:
+    if effect_frame.empty:
+        return pd.DataFrame()
+    rows = []
+    for (layer, head), part in effect_frame.groupby(["layer", "head"], sort=False):
+        clean = float(part.loc[part["condition"] == "clean", "value"].mean())
+        for condition in ("clean", "top", "random_components", "random_directions", "whole_head"):
+            values = part.loc[part["condition"] == condition, "value"]
+            if values.empty:
+                continue
+            k = {"clean": "0", "whole_head": "all"}.get(condition, str(components))
+            rows.append({"reader": f"{layer}.{head}", "condition": condition, "k": k,
+                         "induction score": round(float(values.mean()), 4),
+                         "std over trials": round(float(values.std()) if len(values) > 1 else 0.0, 4),
+                         "change vs clean": round(float(values.mean()) - clean, 4)})
+    return pd.DataFrame(rows)
+
+
+def _effect_figure(summary: pd.DataFrame, components: int) -> plots.go.Figure:
+    figure = plots.go.Figure()
+    names = {"clean": "clean", "top": f"top-{components} channel components", "random_components":
+             f"{components} random other components", "random_directions": f"{components} random directions",
+             "whole_head": "whole previous-token heads"}
+    for condition, part in summary.groupby("condition", sort=False):
+        figure.add_trace(plots.go.Bar(x=[plots.safe_label(r) for r in part["reader"]], y=part["induction score"],
+                                      error_y=dict(type="data", array=part["std over trials"].tolist()),
+                                      name=names.get(condition, condition)))
+    figure.update_layout(title="Induction score of each induction head when the previous-token heads' channel is removed",
+                         barmode="group", yaxis_title="induction score", xaxis_title="induction head",
+                         template="plotly_white", height=420)
+    return figure
+
+
+def _traversals(lm: LoadedModel, channels: ChannelAnalysis, k_comp: CompositionScores, previous, induction, rows,
+                seed: int):
+    candidates = [(w, r) for r in induction for w in previous if w[0] < r[0]]
+    if not candidates:
+        return [], {}, None
+    writer, reader = max(candidates, key=lambda pair: float(k_comp.scores[pair[0] + pair[1]]))
+    component = k_comp.top_components(writer, reader, 1)[0]
+    direction = channels.ov.Vh[writer][component]
+    norms: list[torch.Tensor] = []
+
+    def record(share: torch.Tensor) -> torch.Tensor:
+        norms.append(share[:, 1:].norm(dim=-1).flatten())  # not BOS, where massive activations sit
+        return torch.zeros_like(share)
+
+    space = "residual" if channels.ov.effective else "head"
+    with edit_head_writes(lm, {writer: record}, space=space), torch.inference_mode():
+        lm.forward(lm.pad(rows), stop_at_layer=writer[0] + 1)
+    scale = float(torch.cat(norms).median())
+    half = (len(rows[0]) - 1) // 2
+    position = [half // 2 + 1]  # a key in the first repeat
+    alphas = [-0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5]
+    generator = torch.Generator().manual_seed(seed)
+    random_direction = torch.randn(direction.shape[0], generator=generator)
+    random_direction = random_direction / random_direction.norm()
+    results = [channel_traversal(lm, rows, writer, reader, scale * sign * direction, alphas, positions=position,
+                                 label=label, space=space)
+               for label, sign, direction in (("channel", 1.0, direction), ("random", 1.0, random_direction),
+                                              ("top-σ component", 1.0, channels.ov.Vh[writer][0]))]
+    figure = plots.line_curves(alphas, {f"{t.label} direction": t.attention_to_positions.numpy() for t in results},
+                               f"Traversal: {_label(reader)}'s attention to position {position[0]} as α·(component "
+                               f"{component} of {_label(writer)}) is added there", x_title="α (× median output norm of the writer)",
+                               y_title="attention to the edited key")
+    summary = pd.DataFrame([{"direction": t.label, "alpha": a, "attention to edited key": round(float(v), 4),
+                             "mean attention shift (TV)": round(float(s), 4)}
+                            for t in results for a, v, s in zip(alphas, t.attention_to_positions, t.shift, strict=True)])
+    return [t.to_frame() for t in results], {"Channel traversal": figure}, summary
+
+
+def _summary(channels: ChannelAnalysis, repeated, pairs: pd.DataFrame, effects: pd.DataFrame, previous, induction,
+             components: int) -> dict:
+    summary: dict = {
+        "previous_token_heads": [_label(h) for h in previous],
+        "induction_heads": [_label(h) for h in induction],
+        "ov_effective_rank_mean": round(float(channels.ov.effective_rank.mean()), 3),
+        "qk_effective_rank_mean": round(float(channels.qk.effective_rank.mean()), 3),
+    }
+    for mode, scores in channels.composition.items():
+        summary[f"{mode}_baseline_mean"] = round(scores.baseline.mean, 6)
+        summary[f"{mode}_max_z"] = round(float(torch.nan_to_num(scores.z, nan=-1e9).max()), 3)
+    if not pairs.empty:
+        summary["prev_to_induction_k_comp_mean"] = round(float(pairs["K-comp"].mean()), 6)
+        summary["prev_to_induction_z_mean"] = round(float(pairs["z"].mean()), 3)
+        summary["prev_to_induction_above_baseline"] = int((pairs["z"] > 0).sum())
+        summary["prev_to_induction_pairs"] = len(pairs)
+    if not effects.empty:
+        def mean_change(condition: str) -> float:
+            part = effects[effects["condition"] == condition]
+            return round(float(part["change vs clean"].mean()), 4) if len(part) else float("nan")
+
+        summary[f"induction_change_top{components}"] = mean_change("top")
+        summary[f"induction_change_random_components{components}"] = mean_change("random_components")
+        summary[f"induction_change_random_directions{components}"] = mean_change("random_directions")
+        summary["induction_change_whole_heads"] = mean_change("whole_head")
+    return summary
+
+
+register(Analysis(
+    name="svd-channels",
+    summary="SVD channels between heads (Talking Heads) and Q/K/V composition vs a random baseline",
+    run=run,
+    default_prompts=default_prompts,
+    encoder_ok=False,
+    options={
+        "modes": (str, "QKV", "composition modes (subset of QKV; K is always computed)"),
+        "raw": (bool, False, "use TransformerLens's raw OV/QK (do not fold post-attention and q/k norm gains)"),
+        "baseline_samples": (int, 100, "random matrix pairs for the baseline"),
+        "components": (int, 4, "k: channel components projected out per writer"),
+        "random_trials": (int, 2, "random-component and random-direction controls per reader"),
+        "sequences": (int, 4, "repeated random sequences for previous-token/induction scores"),
+        "half_length": (int, 20, "length of the random sequence that is repeated"),
+        "heads": (int, 3, "previous-token and induction heads taken (top by score)"),
+        "components_per_pair": (int, 3, "per writer/reader pair, components kept in the tidy frame"),
+    },
+))

@@ -1,0 +1,494 @@
+"""Channel interventions: edit what one head writes, find previous-token and induction heads from data.
+
+Companion of :mod:`interp.attribution.channels` (weights only). Method (METHODS.md §5.2):
+
+* **What a head writes.** Head h of layer l adds ``o_h = z_h @ W_O[h]`` to the attention output. With a
+  post-attention norm (Gemma-3's ``ln1_post``) its share of what reaches the residual stream is
+  ``o_h ⊙ g / rms``, with ``rms`` the norm's scale (``hook_scale``) of the summed output. The edits below
+  capture ``z`` (``blocks.l.attn.hook_z``) and that scale, compute the head's share exactly, and add a
+  change ``Δ`` to ``blocks.l.hook_attn_out`` — the tensor added to the residual stream. The norm's scale
+  is held at its clean value (the usual frozen-norm convention), so the edit is exact and linear.
+  Editing ``hook_z`` with ``W_O``'s pseudo-inverse would only be exact for directions inside the row
+  space of ``W_O`` (and not at all through a post-norm); this way a random ``d_model`` direction is
+  handled exactly too.
+* **Projecting a channel out** (Merullo et al.): ``o ← o − o W_kᵀ W_k`` with ``W_k`` the orthonormalised
+  write directions ``Vh[idx]`` of the head's (effective) OV matrix. **Scaling** it: ``o ← o + (α−1) o W_kᵀ W_k``.
+  **Traversal**: ``o ← o + α v`` at chosen positions.
+* **Previous-token and induction heads from data** (Olsson et al. 2022): on ``[BOS] r r`` with ``r`` a
+  random token sequence of length T, previous-token score = mean attention from position t to t−1 (t ≥ 2);
+  induction score = mean attention from each second-repeat position t to ``t − T + 1`` (the token after
+  the earlier copy of the current token).
+
+All edits are context managers over TransformerLens hooks (``model.hooks``), so they nest with probes and
+are removed on exit, exceptions included; weights are never touched.
+
+Example:
+    >>> import interp, torch
+    >>> from interp.attribution.channel_interventions import project_out, repeated_token_scores
+    >>> lm = interp.load_model("tiny-gpt2")
+    >>> clean = repeated_token_scores(lm, n_sequences=2, half_length=8)
+    >>> with project_out(lm, 0, 1, torch.eye(64)[:3]):
+    ...     edited = repeated_token_scores(lm, n_sequences=2, half_length=8)
+    >>> edited.induction.shape
+    torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.attribution.channels import CompositionScores, HeadSVD, _check_head
+from interp.errors import OptionError, PromptError
+from interp.models import LoadedModel, TokenBatch
+from interp.probes import Reducer, run_probe
+from interp.results import tidy_frame
+
+Head = tuple[int, int]
+#: ``edit(share [batch, pos, d_model]) -> delta [batch, pos, d_model]`` added to what the head writes.
+WriteEdit = Callable[[Tensor], Tensor]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Editing what a head writes
+# ----------------------------------------------------------------------------------------------------
+
+
+def _post_norm(lm: LoadedModel, layer: int) -> Any | None:
+    block = lm.model.blocks[layer]
+    if getattr(lm.model.cfg, "use_normalization_before_and_after", False):
+        return getattr(block, "ln1_post", None)
+    return None
+
+
+@contextmanager
+def edit_head_writes(lm: LoadedModel, edits: Mapping[Head, WriteEdit], *, space: str = "residual") -> Iterator[None]:
+    """Within the block, add ``edit(share)`` to what each head writes into the residual stream.
+
+    ``space="residual"``: ``share`` is the head's exact contribution to ``blocks.l.hook_attn_out``
+    (``z_h W_O[h]``, times ``g / rms`` after a post-attention norm) and the edit's output is added there.
+    ``space="head"``: ``share`` is ``z_h W_O[h]`` before any post-attention norm and the edit's output is
+    passed through the norm's gain and (clean) scale before it is added — the space of the raw
+    ``W_V W_O`` write directions. Without a post-attention norm the two are the same.
+    Several heads of one layer are edited in the same hook.
+
+    Example:
+        >>> import interp, torch
+        >>> lm = interp.load_model("tiny-gpt2")
+        >>> with edit_head_writes(lm, {(0, 1): lambda share: -share}):   # remove head 0.1 entirely
+        ...     logits = lm.forward(lm.tokenize(["hello"]))
+    """
+    if space not in ("residual", "head"):
+        raise OptionError(f"unknown edit space {space!r}: use 'residual' or 'head'")
+    by_layer: dict[int, dict[int, WriteEdit]] = {}
+    for (layer, head), edit in edits.items():
+        _check_head(lm, (layer, head))
+        by_layer.setdefault(layer, {})[head] = edit
+    hooks: list[tuple[str, Callable]] = []
+    for layer, head_edits in by_layer.items():
+        captured: dict[str, Tensor] = {}
+        w_o = lm.model.blocks[layer].attn.W_O  # [head, d_head, d_model]
+        post = _post_norm(lm, layer)
+
+        def capture_z(z: Tensor, hook: Any, captured: dict[str, Tensor] = captured) -> None:
+            captured["z"] = z
+
+        def capture_scale(scale: Tensor, hook: Any, captured: dict[str, Tensor] = captured) -> None:
+            captured["scale"] = scale
+
+        def edit_out(out: Tensor, hook: Any, captured: dict[str, Tensor] = captured, w_o: Tensor = w_o,
+                     post: Any = post, head_edits: dict[int, WriteEdit] = head_edits) -> Tensor:
+            z = captured.pop("z")
+            delta = torch.zeros_like(out)
+            for head, edit in head_edits.items():
+                share = z[:, :, head, :] @ w_o[head]
+                if post is None:
+                    delta = delta + edit(share.to(out.dtype))
+                elif space == "residual":
+                    delta = delta + edit((share / captured["scale"] * post.w).to(out.dtype))
+                else:
+                    delta = delta + (edit(share) / captured["scale"] * post.w).to(out.dtype)
+            captured.pop("scale", None)
+            return out + delta
+
+        hooks.append((f"blocks.{layer}.attn.hook_z", capture_z))
+        if post is not None:
+            hooks.append((f"blocks.{layer}.ln1_post.hook_scale", capture_scale))
+        hooks.append((f"blocks.{layer}.hook_attn_out", edit_out))
+    with lm.model.hooks(fwd_hooks=hooks):
+        yield
+
+
+def orthonormal_rows(directions: Tensor) -> Float[Tensor, "k d_model"]:
+    """Orthonormal basis (rows) of the span of ``directions`` (``[k, d_model]`` or ``[d_model]``)."""
+    rows = directions.reshape(-1, directions.shape[-1]).double()
+    if rows.shape[0] == 0:
+        raise OptionError("no directions to project out: give at least one")
+    q, r = torch.linalg.qr(rows.T)
+    keep = r.diagonal().abs() > 1e-10 * max(1.0, float(r.diagonal().abs().max()))
+    return q[:, keep].T.float()
+
+
+def project_out(lm: LoadedModel, layer: int, head: int, directions: Tensor, *, space: str = "residual") -> Any:
+    """Context manager: remove the span of ``directions`` from what head ``layer.head`` writes.
+
+    ``o ← o − o Wᵀ W`` (``W`` = orthonormalised ``directions``). Use a head's OV write directions
+    ``Vh[idx]`` (from :func:`~interp.attribution.channels.head_svd`) to cut a channel.
+    """
+    return scale_directions(lm, layer, head, directions, 0.0, space=space)
+
+
+def scale_directions(lm: LoadedModel, layer: int, head: int, directions: Tensor, factor: float, *,
+                     space: str = "residual") -> Any:
+    """Context manager: multiply the part of head ``layer.head``'s output inside ``span(directions)`` by ``factor``.
+
+    ``factor = 0`` projects the span out; ``factor = 2`` doubles the channel (Merullo et al.'s singular
+    value rescaling, applied to activations).
+    """
+    basis = orthonormal_rows(directions).to(lm.device)
+
+    def edit(share: Tensor) -> Tensor:
+        return (factor - 1.0) * ((share @ basis.T.to(share.dtype)) @ basis.to(share.dtype))
+
+    return edit_head_writes(lm, {(layer, head): edit}, space=space)
+
+
+def project_out_many(lm: LoadedModel, directions_by_head: Mapping[Head, Tensor], *, space: str = "residual") -> Any:
+    """Context manager: :func:`project_out` for several heads at once."""
+    edits: dict[Head, WriteEdit] = {}
+    for key, directions in directions_by_head.items():
+        basis = orthonormal_rows(directions).to(lm.device)
+        edits[key] = lambda share, basis=basis: -((share @ basis.T.to(share.dtype)) @ basis.to(share.dtype))
+    return edit_head_writes(lm, edits, space=space)
+
+
+def add_to_head_write(lm: LoadedModel, layer: int, head: int, vector: Tensor,
+                      positions: Sequence[int] | None = None, *, space: str = "residual") -> Any:
+    """Context manager: add ``vector`` (``[d_model]``) to what head ``layer.head`` writes at ``positions``
+    (all positions when None)."""
+    vec = vector.reshape(-1).to(lm.device)
+    if vec.shape[0] != lm.model.cfg.d_model:
+        raise OptionError(f"the vector has {vec.shape[0]} entries but d_model is {lm.model.cfg.d_model}")
+
+    def edit(share: Tensor) -> Tensor:
+        delta = torch.zeros_like(share)
+        if positions is None:
+            delta[:] = vec.to(share.dtype)
+        else:
+            index = [p for p in positions if p < share.shape[1]]
+            delta[:, index] = vec.to(share.dtype)
+        return delta
+
+    return edit_head_writes(lm, {(layer, head): edit}, space=space)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Previous-token and induction scores on repeated random tokens
+# ----------------------------------------------------------------------------------------------------
+
+
+def token_pool(lm: LoadedModel, prompts: Sequence[str] | None = None, minimum: int = 64) -> list[int]:
+    """Distinct ordinary token ids to draw random sequences from.
+
+    Taken from the tokenization of ``prompts`` (the shipped default prompts when None) so that every id
+    is a real, frequent token; special ids (BOS, EOS, PAD, ...) are excluded.
+    """
+    if prompts is None:
+        from interp.data import default_prompts
+
+        prompts = default_prompts()
+    special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
+    special.update(i for i in (lm.bos_token_id, lm.tokenizer.eos_token_id, lm.pad_token_id) if i is not None)
+    pool: dict[int, None] = {}
+    for prompt in prompts:
+        for token in lm.encode(prompt, prepend_bos=False):
+            if int(token) not in special:
+                pool[int(token)] = None
+    ids = list(pool)
+    if len(ids) < minimum:
+        raise PromptError(f"the prompts hold only {len(ids)} distinct ordinary tokens; random sequences need at least {minimum}")
+    return ids
+
+
+def repeated_token_rows(lm: LoadedModel, n_sequences: int, half_length: int, *, seed: int = 0,
+                        pool: Sequence[int] | None = None) -> list[list[int]]:
+    """``n_sequences`` rows ``[BOS] r r`` with ``r`` = ``half_length`` distinct random tokens from ``pool``."""
+    if n_sequences < 1 or half_length < 2:
+        raise OptionError(f"need at least 1 sequence of half length ≥ 2, got {n_sequences} × {half_length}")
+    ids = list(pool) if pool is not None else token_pool(lm, minimum=half_length)
+    if len(ids) < half_length:
+        raise OptionError(f"half length {half_length} exceeds the {len(ids)} distinct tokens available")
+    if 2 * half_length + 1 > lm.info.n_ctx:
+        raise OptionError(f"half length {half_length} does not fit the context of {lm.info.n_ctx} tokens")
+    generator = np.random.default_rng(seed)
+    bos = [int(lm.bos_token_id)] if lm.bos_token_id is not None and lm.info.prepend_bos else []
+    rows = []
+    for _ in range(n_sequences):
+        half = [ids[i] for i in generator.choice(len(ids), size=half_length, replace=False)]
+        rows.append(bos + half + half)
+    return rows
+
+
+@dataclass(frozen=True)
+class RepeatedTokenScores:
+    """Mean previous-token and induction attention per head on repeated random sequences."""
+
+    previous_token: Float[Tensor, "layer head"]
+    induction: Float[Tensor, "layer head"]
+    n_sequences: int
+    half_length: int
+    params: dict = field(default_factory=dict)
+
+    def top(self, metric: str, k: int, min_layer: int = 0) -> list[tuple[Head, float]]:
+        """The k heads (layer ≥ ``min_layer``) with the highest ``previous_token`` or ``induction`` score."""
+        scores = getattr(self, metric).clone()
+        scores[:min_layer] = -1.0
+        values, index = scores.flatten().topk(k)
+        n_heads = scores.shape[1]
+        return [((i // n_heads, i % n_heads), v) for v, i in zip(values.tolist(), index.tolist(), strict=True)]
+
+    def to_frame(self) -> pd.DataFrame:
+        n_layers, n_heads = self.induction.shape
+        layer_idx, head_idx = np.meshgrid(range(n_layers), range(n_heads), indexing="ij")
+        frames = [pd.DataFrame(dict(layer=layer_idx.ravel(), head=head_idx.ravel(), metric=name,
+                                    value=getattr(self, name).numpy().ravel()))
+                  for name in ("previous_token", "induction")]
+        return tidy_frame(pd.concat(frames, ignore_index=True))
+
+
+class _RepeatReducer(Reducer):
+    """Sums attention at offset −1 (previous token) and at the induction target, per layer and head."""
+
+    def __init__(self, layers: Sequence[int], n_heads: int, half_length: int, offset: int) -> None:
+        self.layers = list(layers)
+        self.hook_names = tuple(f"blocks.{layer}.attn.hook_pattern" for layer in self.layers)
+        self.half = half_length
+        self.offset = offset  # 1 with BOS, 0 without
+        self.prev = torch.zeros(len(self.layers), n_heads, dtype=torch.float64)
+        self.induction = torch.zeros(len(self.layers), n_heads, dtype=torch.float64)
+        self.n_prev = 0
+        self.n_induction = 0
+
+    def update(self, hook_name: str, activation: Tensor, batch: TokenBatch) -> None:
+        index = self.layers.index(int(hook_name.split(".")[1]))
+        pattern = activation.double()  # [batch, head, q, k]; every row has the same length (no padding)
+        n = pattern.shape[-1]
+        queries = torch.arange(1 + self.offset, n)
+        self.prev[index] += pattern[:, :, queries, queries - 1].sum(dim=(0, 2)).cpu()
+        second = torch.arange(self.offset + self.half, n)
+        self.induction[index] += pattern[:, :, second, second - self.half + 1].sum(dim=(0, 2)).cpu()
+        if index == 0:
+            self.n_prev += pattern.shape[0] * len(queries)
+            self.n_induction += pattern.shape[0] * len(second)
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        return (self.prev / max(self.n_prev, 1)).float(), (self.induction / max(self.n_induction, 1)).float()
+
+
+def repeated_token_scores(
+    lm: LoadedModel,
+    *,
+    n_sequences: int = 8,
+    half_length: int = 24,
+    seed: int = 0,
+    rows: Sequence[Sequence[int]] | None = None,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+) -> RepeatedTokenScores:
+    """Previous-token and induction scores per head (runs inside any active edit context).
+
+    ``rows`` (from :func:`repeated_token_rows`) fixes the sequences; ``layers`` limits the probed layers
+    (the forward pass stops after the last one). Heads of layers not probed score 0.
+
+    Example:
+        >>> import interp
+        >>> scores = repeated_token_scores(interp.load_model("tiny-gpt2"), n_sequences=2, half_length=8)
+        >>> float(scores.previous_token.max()) <= 1.0
+        True
+    """
+    if lm.is_encoder:
+        raise OptionError(f"{lm.name} is an encoder: previous-token and induction scores need a causal decoder")
+    token_rows = [list(r) for r in rows] if rows is not None else repeated_token_rows(
+        lm, n_sequences, half_length, seed=seed)
+    lengths = {len(r) for r in token_rows}
+    if len(lengths) != 1:
+        raise OptionError("repeated-token rows must all have the same length")
+    offset = 1 if token_rows[0][0] == lm.bos_token_id and lm.info.prepend_bos else 0
+    half = (len(token_rows[0]) - offset) // 2
+    probed = sorted(set(range(lm.n_layers) if layers is None else layers))
+    reducer = _RepeatReducer(probed, lm.n_heads, half, offset)
+    run_probe(lm, token_rows, [reducer], batch_size=batch_size, progress=False, description="repeated tokens")
+    prev_part, induction_part = reducer.result()
+    prev = torch.zeros(lm.n_layers, lm.n_heads)
+    induction = torch.zeros(lm.n_layers, lm.n_heads)
+    prev[probed] = prev_part
+    induction[probed] = induction_part
+    return RepeatedTokenScores(prev, induction, len(token_rows), half,
+                               params=dict(n_sequences=len(token_rows), half_length=half, seed=seed))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The induction channel experiment and channel traversal
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelEffect:
+    """Induction score of one reader with a set of writer directions removed."""
+
+    reader: Head
+    condition: str  # clean | top | random_components | random_directions | whole_head
+    k: int
+    trial: int
+    induction: float
+    writers: tuple[Head, ...]
+
+
+def induction_channel_test(
+    lm: LoadedModel,
+    k_comp: CompositionScores,
+    ov: HeadSVD,
+    writers: Sequence[Head],
+    readers: Sequence[Head],
+    *,
+    k: int = 3,
+    random_trials: int = 5,
+    rows: Sequence[Sequence[int]],
+    seed: int = 0,
+    by: str = "score",
+    space: str | None = None,
+) -> list[ChannelEffect]:
+    """For each reader: induction score clean, with each earlier writer's top-k components (ranked
+    ``by`` CS_i or share of K-composition with that reader) projected out, with k random *other*
+    components of the same writers, with k random ``d_model`` directions, and with the writers removed
+    entirely (all components). ``space`` defaults to where ``ov``'s write directions live ("residual"
+    for effective matrices, "head" for raw ones).
+    """
+    space = space or ("residual" if ov.effective else "head")
+    generator = torch.Generator().manual_seed(seed)
+    effects: list[ChannelEffect] = []
+    rank = ov.S.shape[-1]
+    d_model = ov.Vh.shape[-1]
+    for reader in readers:
+        sources = tuple(w for w in writers if w[0] < reader[0])
+        if not sources:
+            continue
+        layers = [reader[0]]
+
+        def score(reader: Head = reader, layers: list[int] = layers) -> float:
+            return float(repeated_token_scores(lm, rows=rows, layers=layers).induction[reader])
+
+        effects.append(ChannelEffect(reader, "clean", 0, 0, score(), sources))
+        top = {w: k_comp.top_components(w, reader, k, by=by) for w in sources}
+        with project_out_many(lm, {w: ov.Vh[w][top[w]] for w in sources}, space=space):
+            effects.append(ChannelEffect(reader, "top", k, 0, score(), sources))
+        with project_out_many(lm, {w: ov.Vh[w] for w in sources}, space=space):
+            effects.append(ChannelEffect(reader, "whole_head", rank, 0, score(), sources))
+        for trial in range(random_trials):
+            chosen = {}
+            for w in sources:
+                others = torch.tensor([i for i in range(rank) if i not in top[w]])
+                chosen[w] = ov.Vh[w][others[torch.randperm(len(others), generator=generator)[:k]]]
+            with project_out_many(lm, chosen, space=space):
+                effects.append(ChannelEffect(reader, "random_components", k, trial, score(), sources))
+            random_dirs = {w: torch.randn(k, d_model, generator=generator) for w in sources}
+            with project_out_many(lm, random_dirs, space=space):
+                effects.append(ChannelEffect(reader, "random_directions", k, trial, score(), sources))
+    return effects
+
+
+def effects_frame(effects: Sequence[ChannelEffect]) -> pd.DataFrame:
+    """Tidy rows ``metric = induction_under_edit`` (reader as ``layer, head``; ``condition, k, trial`` extras)."""
+    rows = [dict(layer=e.reader[0], head=e.reader[1], metric="induction_under_edit", value=e.induction,
+                 condition=e.condition, k=e.k, trial=e.trial,
+                 writers=" ".join(f"{w[0]}.{w[1]}" for w in e.writers)) for e in effects]
+    return tidy_frame(rows, extra_columns=("condition", "k", "trial", "writers"))
+
+
+@dataclass(frozen=True)
+class Traversal:
+    """A reader's attention as a multiple of a direction is added to a writer's output at some positions."""
+
+    writer: Head
+    reader: Head
+    alphas: Float[Tensor, " alpha"]
+    attention_to_positions: Float[Tensor, " alpha"]  # mean attention later queries give the edited positions
+    shift: Float[Tensor, " alpha"]  # mean total-variation distance of the reader's rows from clean
+    positions: tuple[int, ...]
+    label: str
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = []
+        for alpha, to_pos, shift in zip(self.alphas.tolist(), self.attention_to_positions.tolist(),
+                                        self.shift.tolist(), strict=True):
+            base = dict(layer=self.reader[0], head=self.reader[1], alpha=alpha, direction=self.label,
+                        writer=f"{self.writer[0]}.{self.writer[1]}")
+            rows.append(dict(base, metric="traversal_attention_to_positions", value=to_pos))
+            rows.append(dict(base, metric="traversal_attention_shift", value=shift))
+        return tidy_frame(rows, extra_columns=("alpha", "direction", "writer"))
+
+
+def channel_traversal(
+    lm: LoadedModel,
+    rows: Sequence[Sequence[int]],
+    writer: Head,
+    reader: Head,
+    direction: Tensor,
+    alphas: Sequence[float],
+    *,
+    positions: Sequence[int],
+    label: str = "channel",
+    space: str = "residual",
+) -> Traversal:
+    """Add ``α · direction`` to what ``writer`` writes at ``positions`` and record ``reader``'s attention.
+
+    Reports, per α, the mean attention that queries after the first edited position give to the edited
+    positions (the K-channel effect), and the mean total-variation distance of the reader's attention
+    rows from the clean run (any channel). ``direction`` carries its own scale.
+
+    Example:
+        >>> import interp, torch
+        >>> lm = interp.load_model("tiny-gpt2")
+        >>> rows = repeated_token_rows(lm, 2, 8)
+        >>> t = channel_traversal(lm, rows, (0, 1), (1, 0), torch.randn(64), [-1.0, 0.0, 1.0], positions=[4])
+        >>> t.attention_to_positions.shape
+        torch.Size([3])
+    """
+    _check_head(lm, writer)
+    _check_head(lm, reader)
+    if writer[0] >= reader[0]:
+        raise OptionError(f"the writer {writer[0]}.{writer[1]} must sit in an earlier layer than the reader {reader[0]}.{reader[1]}")
+    if not positions:
+        raise OptionError("give at least one position to edit")
+    batch = lm.pad([list(r) for r in rows])
+    name = f"blocks.{reader[0]}.attn.hook_pattern"
+    first = min(positions)
+
+    def pattern() -> Tensor:
+        captured: dict[str, Tensor] = {}
+
+        def grab(value: Tensor, hook: Any) -> None:
+            captured["p"] = value[:, reader[1]].detach().double().cpu()
+
+        with torch.inference_mode():
+            lm.forward(batch, fwd_hooks=[(name, grab)], stop_at_layer=reader[0] + 1)
+        return captured["p"]  # [batch, q, k]
+
+    clean = pattern()
+    queries = torch.arange(first + 1, clean.shape[1])
+    to_positions, shifts = [], []
+    for alpha in alphas:
+        with add_to_head_write(lm, writer[0], writer[1], float(alpha) * direction, positions, space=space):
+            edited = pattern()
+        to_positions.append(float(edited[:, queries][:, :, list(positions)].sum(-1).mean()))
+        shifts.append(float(0.5 * (edited - clean)[:, 1:].abs().sum(-1).mean()))
+    return Traversal(writer, reader, torch.tensor(list(alphas), dtype=torch.float32),
+                     torch.tensor(to_positions), torch.tensor(shifts), tuple(positions), label)
