@@ -827,6 +827,17 @@ def _load_tiny_bert(dtype: torch.dtype, device: str, processing: dict[str, bool]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = HookedEncoder(cfg, tokenizer=byte_tokenizer())
+    # HookedEncoder leaves its parameters uninitialised (it expects a checkpoint): give it seeded weights.
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith("W_"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+            elif leaf == "w":  # LayerNorm gains
+                parameter.fill_(1.0)
+            else:
+                parameter.zero_()
     model.eval()
     info = _info_for(
         model, name="tiny-bert", source="test", origin=f"random init, seed {seed}",
