@@ -96,6 +96,18 @@ def main() -> None:
     max_diff = float((probe_bos - naive_bos).abs().max())
     assert max_diff < 1e-5, f"probe and run_with_cache disagree by {max_diff}"
 
+    print(f"model {MODEL}, {n_speed} prompts x {SEQ} tokens, batch {batch_size}, torch threads 2")
+    print_table(
+        [
+            ("bare forward (no hooks, no unembed)", f"{t_bare:.2f}", "1.00"),
+            ("sinks probe (streaming)", f"{t_probe:.2f}", f"{t_probe / t_bare:.2f}"),
+            ("run_with_cache + reduce", f"{t_naive:.2f}", f"{t_naive / t_bare:.2f}"),
+        ],
+        ("pass", "seconds", "x bare"),
+    )
+    print(f"agreement probe vs run_with_cache (BOS attention): max |diff| = {max_diff:.2e}")
+    sys.stdout.flush()  # the memory runs take minutes: show the speed table first
+
     mem = {}
     for label, target in (("probe", sinks_probe), ("run_with_cache", naive_cache)):
         for n in (small, large):
@@ -108,16 +120,6 @@ def main() -> None:
     naive_growth = 100.0 * (mem[("run_with_cache", naive_large)] - mem[("run_with_cache", small)]) / mem[
         ("run_with_cache", small)]
 
-    print(f"model {MODEL}, {n_speed} prompts x {SEQ} tokens, batch {batch_size}, torch threads 2")
-    print_table(
-        [
-            ("bare forward (no hooks, no unembed)", f"{t_bare:.2f}", "1.00"),
-            ("sinks probe (streaming)", f"{t_probe:.2f}", f"{t_probe / t_bare:.2f}"),
-            ("run_with_cache + reduce", f"{t_naive:.2f}", f"{t_naive / t_bare:.2f}"),
-        ],
-        ("pass", "seconds", "x bare"),
-    )
-    print(f"agreement probe vs run_with_cache (BOS attention): max |diff| = {max_diff:.2e}")
     print_table(
         [(label, n, f"{rss / 2**30:.2f}") for (label, n), rss in sorted(mem.items())],
         ("peak memory", "prompts", "GiB (process peak RSS)"),
