@@ -24,11 +24,23 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM).
+
+    Not ``getrusage().ru_maxrss``: Linux keeps that across ``execve``, so a spawned child would report
+    its parent's peak at the time of the fork.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: best effort
+
+
 def _child(target: Callable[..., Any], args: tuple, queue: Any) -> None:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_bytes()
     target(*args)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((before * 1024, after * 1024))
+    queue.put((before, _peak_rss_bytes()))
 
 
 def peak_rss_in_fresh_process(target: Callable[..., Any], *args: Any) -> tuple[int, int]:

@@ -66,18 +66,13 @@ def _naive(lm, rows, batch_size, keep: bool):
     return bos / len(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+def speed(n_prompts: int, batch_size: int) -> float:
+    """Time bare forward, the probe and run_with_cache on the same batches; returns probe / bare."""
     import interp
+    from interp.attribution.sinks import attention_sinks
 
-    torch.set_num_threads(2)
-    n_speed = 64 if args.quick else 256
-    small, large = (64, 256) if args.quick else (64, 1024)
-    batch_size = 8
     lm = interp.load_model(MODEL)
-    rows = token_rows(n_speed)
+    rows = token_rows(n_prompts)
     batches = [torch.tensor(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
 
     def bare():
@@ -85,18 +80,15 @@ def main() -> None:
             for tokens in batches:
                 lm.model(tokens, return_type=None)
 
-    from interp.attribution.sinks import attention_sinks
-
     bare()  # warm-up
     t_bare, _ = timed(bare, repeats=3)
     t_probe, scores = timed(
         lambda: attention_sinks(lm, rows, max_tokens=SEQ, batch_size=batch_size, progress=False), repeats=3)
     t_naive, naive_bos = timed(lambda: _naive(lm, rows, batch_size, keep=True), repeats=1)
-    probe_bos = scores.bos_attention.double()
-    max_diff = float((probe_bos - naive_bos).abs().max())
+    max_diff = float((scores.bos_attention.double() - naive_bos).abs().max())
     assert max_diff < 1e-5, f"probe and run_with_cache disagree by {max_diff}"
 
-    print(f"model {MODEL}, {n_speed} prompts x {SEQ} tokens, batch {batch_size}, torch threads 2")
+    print(f"model {MODEL}, {n_prompts} prompts x {SEQ} tokens, batch {batch_size}, torch threads 2")
     print_table(
         [
             ("bare forward (no hooks, no unembed)", f"{t_bare:.2f}", "1.00"),
@@ -107,27 +99,49 @@ def main() -> None:
     )
     print(f"agreement probe vs run_with_cache (BOS attention): max |diff| = {max_diff:.2e}")
     sys.stdout.flush()  # the memory runs take minutes: show the speed table first
+    return t_probe / t_bare
 
+
+def memory(small: int, large: int, batch_size: int) -> float:
+    """Peak RSS of the probe (small, large prompt counts) and run_with_cache (small, <= 256) in fresh processes.
+
+    Returns the probe's growth in percent.
+    """
+    naive_large = min(large, 256)  # keeping every cache of 1024 prompts would need ~15 GiB; 256 shows the trend
     mem = {}
-    for label, target in (("probe", sinks_probe), ("run_with_cache", naive_cache)):
-        for n in (small, large):
-            if label == "run_with_cache" and n > 256:
-                continue  # keeping every cache of 1024 prompts would need ~10 GiB; the trend is clear at 256
-            before, after = peak_rss_in_fresh_process(target, n, batch_size)
-            mem[(label, n)] = after
+    for label, target, sizes in (("probe", sinks_probe, (small, large)),
+                                 ("run_with_cache", naive_cache, (small, naive_large))):
+        for n in sizes:
+            mem[(label, n)] = peak_rss_in_fresh_process(target, n, batch_size)[1]
     growth = 100.0 * (mem[("probe", large)] - mem[("probe", small)]) / mem[("probe", small)]
-    naive_large = max(n for (label, n) in mem if label == "run_with_cache")
     naive_growth = 100.0 * (mem[("run_with_cache", naive_large)] - mem[("run_with_cache", small)]) / mem[
         ("run_with_cache", small)]
-
     print_table(
         [(label, n, f"{rss / 2**30:.2f}") for (label, n), rss in sorted(mem.items())],
-        ("peak memory", "prompts", "GiB (process peak RSS)"),
+        ("peak memory", "prompts", "GiB (process peak RSS, VmHWM)"),
     )
     print(f"probe memory growth {small} -> {large} prompts: {growth:.1f}%; "
           f"run_with_cache {small} -> {naive_large}: {naive_growth:.1f}%")
-    print(result_line("probe_overhead", t_probe / t_bare, "ratio", "<=", 1.25))
-    print(result_line("probe_memory_growth", growth, "%", "<", 10))
+    return growth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["speed", "memory"], default=None, help="run one half of the benchmark")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    batch_size = 8
+    overhead = growth = None
+    if args.only in (None, "speed"):
+        overhead = speed(64 if args.quick else 256, batch_size)
+    if args.only in (None, "memory"):
+        small, large = (64, 256) if args.quick else (64, 1024)
+        growth = memory(small, large, batch_size)
+    if overhead is not None:
+        print(result_line("probe_overhead", overhead, "ratio", "<=", 1.25))
+    if growth is not None:
+        print(result_line("probe_memory_growth", growth, "%", "<", 10))
 
 
 if __name__ == "__main__":
