@@ -19,7 +19,7 @@ report: setup
 test: export INTERP_REQUIRE_MODELS := 1
 test: setup
 	$(VENV)/ruff check interp analyses tests benchmarks
-	$(VENV)/python -m pytest -q tests
+	$(VENV)/python -m pytest -q --durations=15 tests
 
 lint: setup
 	$(VENV)/ruff check interp analyses tests benchmarks
