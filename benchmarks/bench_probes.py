@@ -7,7 +7,7 @@ batches (no hooks, no unembedding — the cheapest pass through all blocks), and
 the naive way agree. Peak memory is measured in fresh processes for a small and a large prompt count.
 
     python benchmarks/bench_probes.py            # 256 prompts for speed, 64 -> 1024 prompts for memory
-    python benchmarks/bench_probes.py --quick    # 64 prompts for speed, 64 -> 256 prompts for memory
+    python benchmarks/bench_probes.py --quick    # 32 prompts for speed, 16 -> 64 prompts for memory
 """
 
 from __future__ import annotations
@@ -134,9 +134,9 @@ def main() -> None:
     batch_size = 8
     overhead = growth = None
     if args.only in (None, "speed"):
-        overhead = speed(64 if args.quick else 256, batch_size)
+        overhead = speed(32 if args.quick else 256, batch_size)
     if args.only in (None, "memory"):
-        small, large = (64, 256) if args.quick else (64, 1024)
+        small, large = (16, 64) if args.quick else (64, 1024)
         growth = memory(small, large, batch_size)
     if overhead is not None:
         print(result_line("probe_overhead", overhead, "ratio", "<=", 1.25))
