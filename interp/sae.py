@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from typing import Any
 import torch
 
 from interp.errors import HubUnavailableError, InterpUserError, OptionError
-from interp.models import LoadedModel, cache_dir
+from interp.models import LoadedModel, build_checked_cache, cache_dir
 
 SAE_FORMAT_VERSION = 1
 
@@ -275,17 +274,13 @@ def train_sae(
     }
     if quality is not None:
         info["quality"].pop("loss_recovered", None)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+
+    def save(tmp: Path) -> dict[str, Any]:
         sae.save_model(str(tmp))
         (tmp / "interp_sae.json").write_text(json.dumps(info, indent=2, default=str))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return {}
+
+    build_checked_cache(folder, save)  # written to a temporary folder, then renamed into place
     loaded = load_sae(folder)
     return TrainedSAE(loaded.sae, hook_name, layer, folder, info, quality)
 
