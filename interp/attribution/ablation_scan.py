@@ -172,22 +172,14 @@ def rows_from_resid(
 
     Returns the ingredients and the answer-position log-probs (when the full vocabulary was computed).
     """
-    positions = _repeat(_score_positions(tt), k)
-    assert positions is not None
-    positions = positions.to(resid.device)
-    picked = resid.gather(1, positions[..., None].expand(-1, -1, resid.shape[-1]))  # [R, P+1, d]
-    model = lm.model
-    normalized = model.ln_final(picked) if model.cfg.normalization_type is not None else picked
-    soft_cap = float(model.cfg.output_logits_soft_cap or -1.0)
-    if set(metrics) == {"logit_diff"} and soft_cap <= 0:
+    normalized = final_vectors(lm, resid, tt, k)  # [R, P+1, d]
+    if set(metrics) == {"logit_diff"}:  # two columns of W_U suffice
         correct, incorrect = _repeat(tt.correct, k), _repeat(tt.incorrect, k)
         assert correct is not None and incorrect is not None
         last = normalized[:, -1]
-        direction = model.W_U[:, correct].T - model.W_U[:, incorrect].T  # [R, d]
-        diff = (last * direction).sum(-1) + model.b_U[correct] - model.b_U[incorrect]
-        return {"logit_diff": diff.double()}, None
-    vocab = int(model.cfg.d_vocab_out)
-    per_row = positions.shape[1] * vocab * 8  # float64 log-probs
+        return {"logit_diff": (_logits_of(lm, last, correct) - _logits_of(lm, last, incorrect)).double()}, None
+    vocab = int(lm.model.cfg.d_vocab_out)
+    per_row = normalized.shape[1] * vocab * 8  # float64 log-probs
     chunk = max(1, LOGIT_BUDGET_BYTES // max(per_row, 1))
     parts: list[dict[str, Tensor]] = []
     answer_logprobs: list[Tensor] = []
