@@ -54,7 +54,7 @@ REFUSAL_KEYWORDS: tuple[str, ...] = (
 MIN_HARMFUL_CHARS = 32
 
 Kind = Literal["harmful", "harmless"]
-Split = Literal["train", "heldout", "all"]
+Split = Literal["train", "heldout", "test", "all"]
 
 
 def _normalise(text: str) -> str:
@@ -111,8 +111,9 @@ def safety_prompts(kind: Kind = "harmful", split: Split = "train") -> list[str]:
 
     ``kind="harmful"`` gives short generic harmful requests of the AdvBench kind; ``"harmless"`` gives the
     matched harmless request of each pair (same wording, harmless goal). ``split`` is ``"train"`` (80 pairs,
-    used by the refusal fine-tune and by the head attribution), ``"heldout"`` (32 pairs, for evaluation)
-    or ``"all"``.
+    used by the refusal fine-tune and by the head attribution), ``"heldout"`` (32 pairs, for evaluation;
+    also used to choose the refusal tune's recipe), ``"test"`` (48 pairs written after the recipe work began
+    and used only to measure the final tune) or ``"all"``.
 
     Example:
         >>> len(safety_prompts("harmful", "heldout"))
@@ -120,8 +121,8 @@ def safety_prompts(kind: Kind = "harmful", split: Split = "train") -> list[str]:
     """
     if kind not in ("harmful", "harmless"):
         raise OptionError(f"unknown prompt kind {kind!r}: use 'harmful' or 'harmless'")
-    if split not in ("train", "heldout", "all"):
-        raise OptionError(f"unknown split {split!r}: use 'train', 'heldout' or 'all'")
+    if split not in ("train", "heldout", "test", "all"):
+        raise OptionError(f"unknown split {split!r}: use 'train', 'heldout', 'test' or 'all'")
     return [p[kind] for p in _pairs() if split == "all" or p["split"] == split]
 
 

@@ -225,9 +225,10 @@ def test_keyword_judge_follows_the_official_rule():
 def test_shipped_prompt_sets_are_split_and_matched():
     for kind in ("harmful", "harmless"):
         train, held = safety_prompts(kind, "train"), safety_prompts(kind, "heldout")
-        assert len(train) == 80 and len(held) == 32
-        assert not set(train) & set(held)
-        assert len(set(train + held)) == 112
+        test = safety_prompts(kind, "test")
+        assert len(train) == 80 and len(held) == 32 and len(test) == 48
+        assert not set(train) & set(held) and not set(test) & set(train + held)
+        assert len(set(train + held + test)) == 160
     assert not set(safety_prompts("harmful", "all")) & set(safety_prompts("harmless", "all"))
     with pytest.raises(OptionError):
         safety_prompts("evil", "train")  # type: ignore[arg-type]
@@ -237,7 +238,7 @@ def test_extra_harmless_tune_requests_never_touch_the_held_out_split():
     from interp.safety_tune import extra_harmless_requests
 
     extra = extra_harmless_requests()
-    assert len(extra) == 64 and len(set(extra)) == 64
+    assert len(extra) == 128 and len(set(extra)) == 128
     assert not set(extra) & set(safety_prompts("harmless", "all") + safety_prompts("harmful", "all"))
 
 
@@ -265,3 +266,18 @@ def test_bad_input_is_one_line_user_error():
         ships_scan(lm, REQUESTS, template="none", candidates=[(5, 0)])
     with pytest.raises(OptionError, match="r_main"):
         ships_scan(lm, REQUESTS[:2], template="none", r_main=3)
+
+
+def test_tune_threads_are_fixed_and_checked(capsys):
+    """Builds use one torch thread unless told otherwise (the measured build's arithmetic), and a bad thread
+    count is a one-line user error (exit 2) before anything is built."""
+    import inspect
+
+    from interp.cli import main
+    from interp.safety_tune import BUILD_THREADS, build_refusal_tune
+
+    assert BUILD_THREADS == 1
+    assert inspect.signature(build_refusal_tune).parameters["threads"].default == BUILD_THREADS
+    assert main(["safety", "tune", "--threads", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threads" in err[0]
