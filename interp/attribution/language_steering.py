@@ -143,6 +143,33 @@ def pooled_residuals(
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
+@torch.inference_mode()
+def token_mean_features(lm: LoadedModel, trained: Any, sentences: Sequence[str], *,
+                        batch_size: int = 32) -> Float[Tensor, "sentence d_sae"]:
+    """Each sentence's SAE activations averaged over its non-BOS tokens (encode every token, then pool):
+    a latent that fires on most tokens of one language gets a high mean there, whatever its scale."""
+    layer = int(trained.layer)
+    sae = trained.sae
+    hook_name = f"blocks.{layer}.hook_resid_post"
+    out: list[Tensor] = []
+    for start in range(0, len(sentences), batch_size):
+        batch = lm.tokenize(list(sentences[start:start + batch_size]))
+        captured: dict[str, Tensor] = {}
+
+        def capture(act: Tensor, hook: Any, captured: dict[str, Tensor] = captured) -> Tensor:
+            captured["x"] = act.detach()
+            return act
+
+        lm.forward(batch, fwd_hooks=[(hook_name, capture)], return_type=None, stop_at_layer=layer + 1)
+        act = captured["x"]
+        mask = batch.attention_mask.to(act.device).clone().float()
+        mask[:, 0] = 0.0
+        z = sae.encode(act.reshape(-1, act.shape[-1]).to(sae.W_dec.device, sae.W_dec.dtype)).float()
+        z = z.reshape(act.shape[0], act.shape[1], -1).to(mask.device)
+        out.append(((z * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)).cpu())
+    return torch.cat(out)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Feature discovery
 # ----------------------------------------------------------------------------------------------------
@@ -204,12 +231,15 @@ def discover_language_features(
         sentences: matched sentences by language (default: the shipped discovery split).
         heldout: sentences on which the chosen features' activations are reported (default: the shipped
             held-out split).
-        pooling: ``last`` token (Chou et al.) or ``mean`` over non-BOS tokens.
+        pooling: ``last`` token (Chou et al.) or ``mean`` over non-BOS tokens of the residual stream
+            (then encoded), or ``features``: encode every non-BOS token and average the SAE activations
+            (:func:`token_mean_features`; what the monolinguality ratio is meant for).
         standardise: rank by ``Δ / sqrt((var_target + var_en) / 2)`` instead of ``Δ``.
         monolinguality: rank by the monolinguality ratio (Deng et al. 2025) ``mean_target(z_f) /
-            max over the other languages of sentences (English included) of mean(z_f)``, among features whose
-            target mean is at least 10% of the largest target mean — penalises latents that fire in every
-            language. The ratio is always reported in the ``monolinguality`` column.
+            max over the other languages of sentences (English included) of mean(z_f)``, among features with
+            a positive difference that are active on at least half of the target sentences — penalises
+            latents that fire in every language (whatever their scale) and ones that fire on a single odd
+            sentence. The ratio is always reported in the ``monolinguality`` column.
         top_k: features kept per (language, layer) in the frame.
 
     Example:
@@ -233,17 +263,25 @@ def discover_language_features(
     rows: list[dict[str, Any]] = []
     deltas: dict[tuple[str, int], Tensor] = {}
     target_means: dict[tuple[str, int], Tensor] = {}
+    if pooling not in ("last", "mean", "features"):
+        raise OptionError(f"pooling must be 'last', 'mean' or 'features', got {pooling!r}")
     layers = [int(s.layer) for s in saes]
-    acts = {lang: pooled_residuals(lm, sentences[lang], layers, pooling=pooling) for lang in needed}
     held_langs = [lang for lang in heldout if heldout[lang]]
-    held_acts = {lang: pooled_residuals(lm, heldout[lang], layers, pooling=pooling) for lang in held_langs}
+    if pooling != "features":
+        acts = {lang: pooled_residuals(lm, sentences[lang], layers, pooling=pooling) for lang in needed}
+        held_acts = {lang: pooled_residuals(lm, heldout[lang], layers, pooling=pooling) for lang in held_langs}
     for trained in saes:
         layer = int(trained.layer)
         sae = trained.sae
-        with torch.inference_mode():
-            z = {lang: sae.encode(acts[lang][layer].to(sae.W_dec.device, sae.W_dec.dtype)).float().cpu() for lang in needed}
-            z_held = {lang: sae.encode(held_acts[lang][layer].to(sae.W_dec.device, sae.W_dec.dtype)).float().cpu()
-                      for lang in held_langs}
+        if pooling == "features":
+            z = {lang: token_mean_features(lm, trained, sentences[lang]) for lang in needed}
+            z_held = {lang: token_mean_features(lm, trained, heldout[lang]) for lang in held_langs}
+        else:
+            with torch.inference_mode():
+                z = {lang: sae.encode(acts[lang][layer].to(sae.W_dec.device, sae.W_dec.dtype)).float().cpu()
+                     for lang in needed}
+                z_held = {lang: sae.encode(held_acts[lang][layer].to(sae.W_dec.device, sae.W_dec.dtype)).float().cpu()
+                          for lang in held_langs}
         source = z[source_language]
         for lang in languages:
             delta = z[lang].mean(0) - source.mean(0)
@@ -252,7 +290,8 @@ def discover_language_features(
             others = torch.stack([z[other].mean(0) for other in needed if other != lang]).max(0).values
             ratio = target_mean / (others + 1e-6 * float(target_mean.max()) + 1e-12)
             if monolinguality:
-                score = torch.where(target_mean >= 0.1 * target_mean.max(), ratio, torch.zeros_like(ratio))
+                eligible = (delta > 0) & ((z[lang] > 0).float().mean(0) >= 0.5)
+                score = torch.where(eligible, ratio, torch.zeros_like(ratio))
             else:
                 score = delta / (pooled_std + 1e-6) if standardise else delta
             deltas[(lang, layer)] = delta
@@ -778,7 +817,7 @@ class SteeringResult:
         })
 
 
-DEFAULT_LAYERS = {"gemma-3-270m": 6}
+DEFAULT_LAYERS = {"gemma-3-270m": 9}
 
 
 def default_layer(lm: LoadedModel) -> int:
@@ -875,7 +914,7 @@ def steer_language(
         layer = default_layer(lm) if layer is None else layer
         if not 0 <= layer < lm.n_layers:
             raise OptionError(f"layer must be in 0..{lm.n_layers - 1} for {lm.name}, got {layer}")
-        ctx.add_mean_diffs([layer], [target], pooling=pooling)
+        ctx.add_mean_diffs([layer], [target], pooling="mean" if pooling == "features" else pooling)
     condition = Condition(language=target, method=method, layer=layer, strength=strength, mode=mode,
                           positions=positions, feature=feature)
     spec = ctx.spec(condition)

@@ -67,7 +67,7 @@ def _languages(texts: list[str]) -> list[str]:
 
 
 def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
-    """A very small TopK SAE (256 latents, 8k tokens, ~64 steps) trained through sae-lens's runner on
+    """A very small TopK SAE (256 latents, 4k cached activations x 2 epochs = 64 steps) trained through sae-lens's runner on
     gemma's layer-1 residual stream in a fresh cache folder: it is saved, reloads with the same weights,
     reconstructs held-out activations (measured independently of sae-lens), splicing it in costs less than
     zeroing the residual, and discovery and SAE steering run on it with the hooks removed afterwards.
@@ -79,8 +79,10 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
     # The shipped text only: the same corpus (and so the same SAE) on every machine, with or without the
     # installed translation catalogs; training cycles over it.
     monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
-    trained = train_sae(gemma, 1, d_sae=256, k=16, training_tokens=8192, context_size=32, batch_size_tokens=128,
-                        lr=4e-3, tokens_per_language=3000, progress=False, evaluate=False)
+    # epochs=2: the default recipe's path (activations computed once, cached as an sae-lens
+    # cached-activation dataset, trained on twice): 4,096 activations, 64 steps.
+    trained = train_sae(gemma, 1, d_sae=256, k=16, training_tokens=4096, epochs=2, context_size=32,
+                        batch_size_tokens=128, lr=4e-3, tokens_per_language=3000, progress=False, evaluate=False)
     assert trained.path is not None and (trained.path / "interp_sae.json").is_file()
     assert str(trained.path).startswith(str(tmp_path))
     assert trained.info["corpus"]["fr"]["catalog_files"] == 0
@@ -88,8 +90,10 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
     assert torch.equal(reloaded.sae.W_dec, trained.sae.W_dec)
     assert reloaded.hook_name == "blocks.1.hook_resid_post"
     # The cache is hit on a second call with the same settings (no retraining).
-    assert train_sae(gemma, 1, d_sae=256, k=16, training_tokens=8192, context_size=32, batch_size_tokens=128,
-                     lr=4e-3, tokens_per_language=3000, progress=False, evaluate=False).path == trained.path
+    assert train_sae(gemma, 1, d_sae=256, k=16, training_tokens=4096, epochs=2, context_size=32,
+                     batch_size_tokens=128, lr=4e-3, tokens_per_language=3000, progress=False,
+                     evaluate=False).path == trained.path
+    assert trained.info["settings"]["epochs"] == 2
     held = parallel_sentences("heldout")
     quality = sae_quality(gemma, trained.sae, trained.hook_name, [s for lang in held for s in held[lang]], loss=False)
     # Seen: FVE 0.38 on the 56 held-out sentences (an untrained SAE, or a wrong activation scale, is < 0).

@@ -22,6 +22,7 @@ from interp.attribution.language_steering import (
     score_language,
     steer_language,
     steering_hooks,
+    token_mean_features,
 )
 from interp.errors import OptionError, PromptError
 from interp.generation import GenerationState, fast_weight_layout, generate
@@ -165,7 +166,7 @@ def _stub_embedder(texts):
 def test_discovery_picks_the_planted_feature() -> None:
     lm, trained, _, _ = _planted()
     sentences = _sentences()
-    for pooling in ("last", "mean"):
+    for pooling in ("last", "mean", "features"):
         features = discover_language_features(lm, [trained], ["xx"], sentences=sentences, heldout=sentences,
                                               pooling=pooling)
         assert features.top("xx", LAYER) == PLANTED
@@ -185,6 +186,36 @@ def test_discovery_picks_the_planted_feature() -> None:
     assert top["delta"] > 0
     with pytest.raises(OptionError):
         discover_language_features(lm, [trained], ["xx"], sentences=sentences, standardise=True, monolinguality=True)
+
+
+SHARED = 7
+
+
+def test_monolinguality_ranks_the_target_only_feature_above_a_shared_one_with_a_larger_difference() -> None:
+    """A second planted feature fires on the target language *and* on a third language ("yy") but not on
+    English, more strongly than the target-only feature: it wins on the raw difference, and the
+    monolinguality ratio (target mean / largest other-language mean) must still put the target-only
+    feature first (the analysis's default ranking)."""
+    lm, trained, _, _ = _planted()
+    shared = trained.sae.W_dec[SHARED].detach().clone()
+    third = "jkw"
+    with torch.no_grad():
+        for ch in TARGET_BYTES + third:
+            lm.model.embed.W_E[lm.encode(ch, prepend_bos=False)[0]] += 12.0 * shared
+    sentences = _sentences()
+    sentences["yy"] = ["jkw wjk kkj", "ww jkwj jw", "kjw wjk jjw", "jj kw jw kj", "jwk jkw wwj", "kwj jwk wjk"]
+    for pooling in ("last", "mean", "features"):
+        raw = discover_language_features(lm, [trained], ["xx"], sentences=sentences, heldout=sentences,
+                                         pooling=pooling)
+        assert raw.top("xx", LAYER) == SHARED  # the shared feature has the larger raw difference
+        assert raw.delta("xx", LAYER, SHARED) > raw.delta("xx", LAYER, PLANTED) > 0
+        ratio = discover_language_features(lm, [trained], ["xx"], sentences=sentences, heldout=sentences,
+                                           pooling=pooling, monolinguality=True)
+        assert ratio.top("xx", LAYER) == PLANTED
+        frame = ratio.frame.set_index("feature")
+        assert frame.loc[PLANTED, "monolinguality"] > 3
+        # the shared feature fires as much on "yy" as on the target: ratio near 1 (or filtered out)
+        assert SHARED not in frame.index or frame.loc[SHARED, "monolinguality"] < 2
 
 
 def test_steering_moves_generation_into_the_planted_token_set() -> None:
@@ -320,3 +351,18 @@ def test_corpus_falls_back_to_the_shipped_sentences_without_catalogs(monkeypatch
     assert sorted(t for t, lang in zip(built.texts, built.languages, strict=True) if lang == "fr") == sorted(shipped["fr"])
     off = corpus.build_corpus(("en", "fr"), tokens_per_language=None, catalogs=False)  # no warning: asked for
     assert off.fingerprint == built.fingerprint and off.stats["fr"]["catalog_files"] == 0
+
+
+def test_token_mean_features_equals_a_per_sentence_brute_force() -> None:
+    """`pooling="features"` encodes every non-BOS token and averages the SAE activations per sentence; checked
+    against a one-sentence-at-a-time run_with_cache loop (no padding, no batching) on sentences of unequal
+    length, so padding or BOS leaking into the mean would show."""
+    lm, trained, _, _ = _planted()
+    sentences = ["xyzq qzyx", "hello there, how are you today?", "zq", "the cat sat on the mat xyz"]
+    got = token_mean_features(lm, trained, sentences, batch_size=3)
+    for row, sentence in enumerate(sentences):
+        ids = torch.tensor([lm.encode(sentence)])
+        _, cache = lm.model.run_with_cache(ids, names_filter=[trained.hook_name])
+        resid = cache[trained.hook_name][0, 1:]  # drop BOS
+        expected = trained.sae.encode(resid).mean(0)
+        assert torch.allclose(got[row], expected, atol=1e-5), sentence
