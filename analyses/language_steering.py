@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from interp import plots
 from interp.attribution.language_steering import (
+    RANKINGS,
     Condition,
     SteeringContext,
     ablation_tag_hooks,
@@ -39,7 +40,6 @@ from interp.sae import DEFAULT_SAE
 DEFAULT_LAYER = "6,9"
 #: SAE strengths α (multiples of the feature's mean target-minus-English activation difference).
 DEFAULT_STRENGTHS = "24,32,40,48,64,80"
-RANKINGS = ("monolinguality", "delta", "standardised")
 
 NOTES = (
     "What is steered: one SAE feature at one layer. Features are ranked per target language by the "

@@ -818,6 +818,8 @@ class SteeringResult:
 
 
 DEFAULT_LAYERS = {"gemma-3-270m": 9}
+#: Feature rankings of discovery (``steer_language(ranking=...)``, ``interp run language-steering --ranking``).
+RANKINGS = ("monolinguality", "delta", "standardised")
 
 
 def default_layer(lm: LoadedModel) -> int:
@@ -829,14 +831,16 @@ _FEATURE_CACHE: dict[tuple[Any, ...], tuple[Any, Any, LanguageFeatures]] = {}
 
 
 def _cached_features(trained: Any, lm: LoadedModel, language: str, pooling: str,
-                     standardise: bool) -> LanguageFeatures:
+                     ranking: str) -> LanguageFeatures:
     """Discovery for one (SAE, language), remembered for repeated ``steer_language`` calls (a few entries;
     keyed by object identity, checked with ``is`` so a recycled ``id`` cannot return stale features)."""
-    key = (id(lm.model), id(trained.sae), str(trained.path), language, pooling, standardise)
+    key = (id(lm.model), id(trained.sae), str(trained.path), language, pooling, ranking)
     hit = _FEATURE_CACHE.get(key)
     if hit is not None and hit[0] is lm.model and hit[1] is trained.sae:
         return hit[2]
-    features = discover_language_features(lm, [trained], [language], pooling=pooling, standardise=standardise, top_k=5)
+    features = discover_language_features(lm, [trained], [language], pooling=pooling, top_k=5,
+                                          standardise=ranking == "standardised",
+                                          monolinguality=ranking == "monolinguality")
     while len(_FEATURE_CACHE) >= 8:
         _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
     _FEATURE_CACHE[key] = (lm.model, trained.sae, features)
@@ -855,8 +859,8 @@ def steer_language(
     positions: Positions = "all",
     method: Method = "sae",
     feature: int | None = None,
-    pooling: str = "last",
-    standardise: bool = False,
+    pooling: str = "features",
+    ranking: str = "monolinguality",
     max_new_tokens: int = 24,
     batch_size: int = 16,
     evaluate: bool = True,
@@ -878,6 +882,11 @@ def steer_language(
         positions: ``all`` or ``new`` (the last prompt position and generated ones).
         method: ``sae`` (one SAE feature) or ``mean-diff`` (difference of mean residuals).
         feature: SAE feature index (default: the top discovered feature for ``target``).
+        pooling: how discovery pools a sentence (``features``: token-mean SAE activations, the default;
+            ``mean`` or ``last``: see :func:`discover_language_features`). The mean-difference baseline
+            uses last-token residuals unless ``mean`` is asked for.
+        ranking: how discovery ranks features: ``monolinguality`` (default, as the ``language-steering``
+            analysis), ``delta`` or ``standardised``.
         evaluate: score language, fluency and fidelity (loads the scorers); False returns texts only.
         identifier, embedder: injectable scorers (defaults: fastText lid.176 lite, multilingual-e5-small).
 
@@ -902,6 +911,8 @@ def steer_language(
         raise OptionError(f"target must be a language code such as fr, es, de; got {target!r}")
     if not math.isfinite(strength):
         raise OptionError(f"strength must be a finite number, got {strength}")
+    if ranking not in RANKINGS:
+        raise OptionError(f"ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
     ctx = SteeringContext(lm)
     if method == "sae":
         trained = _resolve_sae(lm, sae, layer)
@@ -909,17 +920,18 @@ def steer_language(
             raise OptionError(f"the SAE reads layer {trained.layer} but layer={layer} was asked for")
         layer = trained.layer
         ctx.saes[layer] = trained
-        ctx.features = _cached_features(trained, lm, target, pooling, standardise)
+        ctx.features = _cached_features(trained, lm, target, pooling, ranking)
     else:
         layer = default_layer(lm) if layer is None else layer
         if not 0 <= layer < lm.n_layers:
             raise OptionError(f"layer must be in 0..{lm.n_layers - 1} for {lm.name}, got {layer}")
-        ctx.add_mean_diffs([layer], [target], pooling="mean" if pooling == "features" else pooling)
+        ctx.add_mean_diffs([layer], [target], pooling="last" if pooling == "features" else pooling)
     condition = Condition(language=target, method=method, layer=layer, strength=strength, mode=mode,
                           positions=positions, feature=feature)
     spec = ctx.spec(condition)
     settings = {"target": target, "method": method, "layer": layer, "strength": strength, "mode": mode,
-                "positions": positions, "coefficient": spec.coefficient, "target_value": spec.target_value,
+                "positions": positions, "pooling": pooling, "ranking": ranking, "coefficient": spec.coefficient,
+                "target_value": spec.target_value,
                 "feature": feature if method == "sae" and feature is not None else (
                     ctx.features.top(target, layer) if method == "sae" and ctx.features else None)}
     if not evaluate:

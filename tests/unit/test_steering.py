@@ -284,6 +284,8 @@ def test_steer_language_public_call_and_errors() -> None:
         steer_language(lm, "abc", "fr", sae=trained, layer=1)
     with pytest.raises(OptionError):
         steer_language(lm, [], "fr", method="mean-diff")
+    with pytest.raises(OptionError, match="ranking"):
+        steer_language(lm, "abc", "fr", sae=trained, ranking="largest")
     result = steer_language(lm, ["the house is", "we"], "fr", method="mean-diff", layer=LAYER, strength=1.0,
                             identifier=_stub_identifier(TARGET_BYTES), embedder=_stub_embedder, max_new_tokens=5)
     assert len(result.texts) == 2 and result.settings["method"] == "mean-diff"
@@ -293,6 +295,10 @@ def test_steer_language_public_call_and_errors() -> None:
     first = steer_language(lm, ["the house is"], "fr", sae=trained, strength=2.0, max_new_tokens=3, evaluate=False)
     again = steer_language(lm, ["the house is"], "fr", sae=trained, strength=2.0, max_new_tokens=3, evaluate=False)
     assert first.texts == again.texts and first.settings["feature"] == again.settings["feature"]
+    assert first.settings["ranking"] == "monolinguality" and first.settings["pooling"] == "features"
+    by_delta = steer_language(lm, ["the house is"], "fr", sae=trained, strength=2.0, max_new_tokens=3,
+                              evaluate=False, ranking="delta", pooling="last")
+    assert by_delta.settings["ranking"] == "delta" and isinstance(by_delta.settings["feature"], int)
     chosen = steer_language(lm, ["the house is"], "fr", sae=trained, feature=PLANTED, mode="clamp", max_new_tokens=3,
                             evaluate=False)
     assert chosen.settings["feature"] == PLANTED and chosen.settings["method"] == "sae"
