@@ -105,7 +105,10 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
     features = discover_language_features(gemma, [trained], ["fr"], top_k=3)
     frame = features.to_frame()
     assert len(frame) == 3 and frame["score"].is_monotonic_decreasing
+    # steer_language's default discovery is the analysis's: monolinguality ratio on token-mean features.
+    by_ratio = discover_language_features(gemma, [trained], ["fr"], top_k=3, pooling="features", monolinguality=True)
+    assert by_ratio.frame["monolinguality"].iloc[0] >= by_ratio.frame["monolinguality"].iloc[-1]
     out = interp.steer_language(gemma, steering_prompts()[:2], target="fr", sae=trained, strength=4.0, mode="clamp",
                                 positions="new", max_new_tokens=4, evaluate=False)
-    assert out.settings["feature"] == features.top("fr", 1) and len(out.texts) == 2
+    assert out.settings["feature"] == by_ratio.top("fr", 1) and len(out.texts) == 2
     assert all(not hp.fwd_hooks for hp in gemma.model.hook_dict.values())
