@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from interp import plots
 from interp.attribution.language_steering import (
+    POOLINGS,
     RANKINGS,
     Condition,
     SteeringContext,
@@ -107,6 +108,12 @@ def _feature_of(row: pd.Series) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
+def _same_feature(frame: pd.DataFrame, best: pd.Series) -> pd.Series:
+    """Rows of ``frame`` with the SAE feature of ``best`` (mean-difference rows have none on either side)."""
+    feature = _feature_of(best)
+    return frame["feature"].fillna(-1) == (-1 if feature is None else feature)
+
+
 def _ratio(features: Any, language: str, layer: int, feature: int) -> float:
     """The monolinguality ratio of ``feature`` as reported by discovery (NaN if it was not in the frame)."""
     frame = features.frame
@@ -140,8 +147,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     alphas = _floats(strengths, "strengths")
     if ranking not in RANKINGS:
         raise OptionError(f"--ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
-    if pooling not in ("features", "mean", "last"):
-        raise OptionError(f"--pooling must be features, mean or last; got {pooling!r}")
+    if pooling not in POOLINGS:  # checked here too: before minutes of SAE training, not after
+        raise OptionError(f"--pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
     if candidates < 1:
         raise OptionError(f"--candidates must be at least 1; got {candidates}")
     md_alphas = _floats(md_strengths, "md-strengths")
@@ -262,8 +269,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
             row = test_summary[(test_summary["language"] == lang) & (test_summary["method"] == method)
                                & (test_summary["layer"] == best["layer"]) & (test_summary["strength"] == best["strength"])
                                & (test_summary["mode"] == "add") & (test_summary["positions"] == "all")
-                               & (test_summary["feature"].fillna(-1) == (_feature_of(best) if method == "sae" else -1))
-                               ].iloc[0]
+                               & _same_feature(test_summary, best)].iloc[0]
             headline_rows.append({
                 "language": f"{LANGUAGE_NAMES.get(lang, lang)} ({lang})", "method": method, "layer": int(row["layer"]),
                 "feature": row["feature"] if method == "sae" else pd.NA,
@@ -347,8 +353,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         for method in ("sae", "mean-diff"):
             sub = examples[(examples["language"] == lang) & (examples["method"] == method)]
             best = chosen[(lang, method)]
-            sub = sub[(sub["layer"] == best["layer"]) & (sub["strength"] == best["strength"])
-                      & (sub["feature"].fillna(-1) == (_feature_of(best) if method == "sae" else -1))]
+            sub = sub[(sub["layer"] == best["layer"]) & (sub["strength"] == best["strength"]) & _same_feature(sub, best)]
             for r in sub.head(3).itertuples():
                 example_rows.append({"language": lang, "method": method, "prompt": r.prompt,
                                      "unsteered": r.baseline_text, "steered": r.text, "detected": r.detected,

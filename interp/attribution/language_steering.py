@@ -109,10 +109,12 @@ def distinct_word_ratio(text: str) -> float:
 
 @torch.inference_mode()
 def pooled_residuals(
-    lm: LoadedModel, sentences: Sequence[str], layers: Sequence[int], *, pooling: str = "last", batch_size: int = 32
-) -> dict[int, Float[Tensor, "sentence d_model"]]:
+    lm: LoadedModel, sentences: Sequence[str], layers: Sequence[int], *, pooling: str = "last", batch_size: int = 32,
+    transform: Callable[[Tensor], Tensor] | None = None,
+) -> dict[int, Float[Tensor, "sentence d"]]:
     """``blocks.L.hook_resid_post`` of each sentence, pooled at the last token or as the mean over
-    non-BOS tokens, for each requested layer."""
+    non-BOS tokens, for each requested layer. ``transform`` maps every token's ``[batch, pos, d_model]``
+    residual to ``[batch, pos, d]`` before pooling (e.g. an SAE encoder: pool features, not residuals)."""
     if pooling not in ("last", "mean"):
         raise OptionError(f"pooling must be 'last' or 'mean', got {pooling!r}")
     layers = sorted(set(int(layer) for layer in layers))
@@ -135,6 +137,8 @@ def pooled_residuals(
         last = (batch.lengths - 1).to(lm.device)
         for layer in layers:
             act = captured[layer].float()
+            if transform is not None:
+                act = transform(act).float()
             if pooling == "last":
                 pooled = act[torch.arange(act.shape[0], device=act.device), last]
             else:
@@ -143,31 +147,18 @@ def pooled_residuals(
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
-@torch.inference_mode()
 def token_mean_features(lm: LoadedModel, trained: Any, sentences: Sequence[str], *,
                         batch_size: int = 32) -> Float[Tensor, "sentence d_sae"]:
     """Each sentence's SAE activations averaged over its non-BOS tokens (encode every token, then pool):
     a latent that fires on most tokens of one language gets a high mean there, whatever its scale."""
-    layer = int(trained.layer)
     sae = trained.sae
-    hook_name = f"blocks.{layer}.hook_resid_post"
-    out: list[Tensor] = []
-    for start in range(0, len(sentences), batch_size):
-        batch = lm.tokenize(list(sentences[start:start + batch_size]))
-        captured: dict[str, Tensor] = {}
 
-        def capture(act: Tensor, hook: Any, captured: dict[str, Tensor] = captured) -> Tensor:
-            captured["x"] = act.detach()
-            return act
+    def encode(act: Tensor) -> Tensor:
+        z = sae.encode(act.reshape(-1, act.shape[-1]).to(sae.W_dec.device, sae.W_dec.dtype))
+        return z.reshape(*act.shape[:-1], -1).to(act.device)
 
-        lm.forward(batch, fwd_hooks=[(hook_name, capture)], return_type=None, stop_at_layer=layer + 1)
-        act = captured["x"]
-        mask = batch.attention_mask.to(act.device).clone().float()
-        mask[:, 0] = 0.0
-        z = sae.encode(act.reshape(-1, act.shape[-1]).to(sae.W_dec.device, sae.W_dec.dtype)).float()
-        z = z.reshape(act.shape[0], act.shape[1], -1).to(mask.device)
-        out.append(((z * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)).cpu())
-    return torch.cat(out)
+    layer = int(trained.layer)
+    return pooled_residuals(lm, sentences, [layer], pooling="mean", batch_size=batch_size, transform=encode)[layer]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -263,8 +254,8 @@ def discover_language_features(
     rows: list[dict[str, Any]] = []
     deltas: dict[tuple[str, int], Tensor] = {}
     target_means: dict[tuple[str, int], Tensor] = {}
-    if pooling not in ("last", "mean", "features"):
-        raise OptionError(f"pooling must be 'last', 'mean' or 'features', got {pooling!r}")
+    if pooling not in POOLINGS:
+        raise OptionError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
     layers = [int(s.layer) for s in saes]
     held_langs = [lang for lang in heldout if heldout[lang]]
     if pooling != "features":
@@ -818,6 +809,8 @@ class SteeringResult:
 
 
 DEFAULT_LAYERS = {"gemma-3-270m": 9}
+#: Sentence poolings of discovery (``features``: token-mean SAE activations; ``mean`` / ``last``: residuals).
+POOLINGS = ("features", "mean", "last")
 #: Feature rankings of discovery (``steer_language(ranking=...)``, ``interp run language-steering --ranking``).
 RANKINGS = ("monolinguality", "delta", "standardised")
 
