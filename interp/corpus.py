@@ -5,7 +5,8 @@ Two sources, both offline (nothing is downloaded):
 * **Shipped, written for this project** (``interp/data``): ``parallel_sentences.jsonl`` — 72 everyday
   sentences, each in English, French, Spanish and German (58 marked ``discovery``, 14 ``heldout``), used to
   find language features on matched sentences; ``steering_prompts_en.txt`` — 40 English sentence openings
-  that are never used for discovery, on which steering is evaluated.
+  that are never used for discovery, on which steering is evaluated; ``steering_tuning_prompts_en.txt`` —
+  36 more openings used only to choose steering settings (never to report them).
 * **Translation catalogs of installed software** (gettext ``.mo`` files under ``/usr/share/locale``,
   ``sys.prefix/share/locale``, Vim's ``lang`` folder and any ``locale`` folder inside installed Python
   packages): each catalog maps an English message to its translation, so one catalog gives real
@@ -63,6 +64,20 @@ def parallel_sentences(split: str | None = None) -> dict[str, list[str]]:
 def steering_prompts() -> list[str]:
     """The 40 shipped English prompt openings used to evaluate steering (never used for discovery)."""
     return read_lines(shipped_path("steering_prompts_en.txt"))
+
+
+def steering_tuning_prompts() -> list[str]:
+    """36 further English openings, used only to confirm the steering settings the tuning screen picks.
+
+    They are disjoint from :func:`steering_prompts` (and from the matched sentences), so adding them to the
+    tuning set leaves the held-out prompts untouched.
+
+    Example:
+        >>> from interp.corpus import steering_prompts, steering_tuning_prompts
+        >>> set(steering_tuning_prompts()).isdisjoint(steering_prompts())
+        True
+    """
+    return read_lines(shipped_path("steering_tuning_prompts_en.txt"))
 
 
 # ----------------------------------------------------------------------------------------------------

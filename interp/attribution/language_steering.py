@@ -612,9 +612,13 @@ def run_sweep(
     row_tags: Sequence[Any] | None = None,
     baseline: Generation | None = None,
     progress: bool | None = False,
+    fluency: bool = True,
 ) -> SweepResult:
     """Generate every (condition, prompt) pair in one batched generation, plus the unsteered baseline,
     and score them (language, fluent success, fidelity against the baseline, fluency loss).
+
+    ``fluency=False`` skips the fluency loss (NaN): it needs a second full forward pass per row through
+    the 262k-token unembedding, which a screening sweep that only ranks by fluent success does not need.
 
     ``extra_hooks(tags, state)`` may add hooks keyed on per-row tags (used for head ablations during
     steering); ``row_tags`` gives one tag per condition.
@@ -645,8 +649,10 @@ def run_sweep(
     base_scores = score_language(baseline.texts, "en", identifier)
     refs = [baseline.texts[pi] for _, pi in row_meta]
     fid = fidelity(steered.texts, refs, embedder) if row_prompts else []
-    losses = continuation_loss(lm, steered.prompt_ids, steered.token_ids)
-    base_losses = continuation_loss(lm, baseline.prompt_ids, baseline.token_ids)
+    nan_rows = [float("nan")] * len(steered.texts)
+    losses = continuation_loss(lm, steered.prompt_ids, steered.token_ids) if fluency else nan_rows
+    base_losses = (continuation_loss(lm, baseline.prompt_ids, baseline.token_ids) if fluency
+                   else [float("nan")] * len(baseline.texts))
     records = []
     for r, (ci, pi) in enumerate(row_meta):
         c = conditions[ci]

@@ -112,3 +112,33 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
                                 positions="new", max_new_tokens=4, evaluate=False)
     assert out.settings["feature"] == by_ratio.top("fr", 1) and len(out.texts) == 2
     assert all(not hp.fwd_hooks for hp in gemma.model.hook_dict.values())
+
+
+def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> None:
+    """The whole ``language-steering`` analysis on gemma at a reduced size (a 256-latent SAE at layer 1 trained
+    in a temporary cache, one language, two strengths, 4 screening + 4 confirmation + 4 held-out prompts, 4
+    tokens): every stage runs, the chosen setting is reported on held-out prompts only, the report is written
+    and the model has no hooks left. The headline numbers come from the default run (see the README)."""
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
+    prompts = steering_prompts()[:8]
+    result = interp.run("language-steering", gemma, prompts, progress=False, layer="1", languages="fr",
+                        strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1,
+                        candidates=2, max_new_tokens=4, sae_tokens=4096, sae_width=256, sae_k=16, sae_epochs=1,
+                        top_heads=1)
+    frame = result.frame
+    screen = frame[frame["split"] == "tuning-screen"]
+    # 2 candidate features x 2 strengths + the mean difference at layers 1 (the SAE's) and 3.
+    assert len(screen[screen["metric"] == "fluent_success"]) == 2 * 2 + 2
+    assert screen[screen["metric"] == "fluency_loss"]["value"].isna().all()  # not measured while screening
+    confirmed = frame[(frame["split"] == "tuning") & (frame["metric"] == "fluent_success")]
+    assert len(confirmed) == 1 + 2  # one SAE finalist and both mean-difference layers
+    held = frame[(frame["split"] == "heldout") & (frame["metric"] == "fluency_loss")]
+    assert len(held) == 4 and held["value"].notna().all()  # sae, mean-diff, sae new-positions, sae clamp
+    headline = next(t for name, t in result.tables.items() if name.startswith("Headline"))
+    assert set(headline["prompts"]) == {4} and list(headline["method"]) == ["sae", "mean-diff"]
+    chosen = result.metadata["summary"]["chosen_features"]["fr"]
+    assert chosen in result.metadata["parameters"]["candidates"]["fr L1"]
+    path = result.to_html(tmp_path / "language-steering.html")
+    assert path.is_file() and "Tuning confirmation" in path.read_text(encoding="utf-8")
+    assert all(not hp.fwd_hooks for hp in gemma.model.hook_dict.values())
