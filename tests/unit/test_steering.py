@@ -372,3 +372,13 @@ def test_token_mean_features_equals_a_per_sentence_brute_force() -> None:
         resid = cache[trained.hook_name][0, 1:]  # drop BOS
         expected = trained.sae.encode(resid).mean(0)
         assert torch.allclose(got[row], expected, atol=1e-5), sentence
+
+
+def test_tuning_prompts_are_disjoint_from_the_held_out_prompts_and_the_matched_sentences() -> None:
+    from interp.corpus import parallel_sentences, steering_prompts, steering_tuning_prompts
+
+    extra, prompts = steering_tuning_prompts(), steering_prompts()
+    assert len(extra) == 36 and len(set(extra)) == 36 and len(prompts) == 40
+    assert set(extra).isdisjoint(prompts)
+    english = " ".join(s for split in ("discovery", "heldout") for s in parallel_sentences(split)["en"]).lower()
+    assert not [p for p in extra + prompts if p.lower() in english]
