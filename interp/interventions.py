@@ -199,8 +199,8 @@ def head_means(
         rows = slice(start, start + batch_size)
         sub = TokenBatch(batch.tokens[rows], batch.attention_mask[rows], batch.lengths[rows])
         cached = _capture_z(lm, sub, chosen)
-        mask = sub.attention_mask.to(torch.float64)  # [b, pos]
         for layer, z in cached.items():
+            mask = sub.attention_mask.to(z.device, torch.float64)  # [b, pos], where the model's z is
             weighted = z.double() * mask[:, :, None, None]
             if per_position:
                 total, count = weighted.sum(dim=0), mask.sum(dim=0)  # [pos, h, d], [pos]

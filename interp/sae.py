@@ -445,7 +445,7 @@ def sae_quality(lm: LoadedModel, sae: Any, hook_name: str, texts: Sequence[str] 
     ce = {"clean": [0.0, 0], "spliced": [0.0, 0], "zero": [0.0, 0]}
     for start in range(0, len(texts), batch_size):
         batch = lm.tokenize(texts[start:start + batch_size])
-        mask = batch.attention_mask.bool().clone()
+        mask = batch.attention_mask.bool().clone().to(lm.device)
         mask[:, 0] = False  # BOS
         captured: dict[str, torch.Tensor] = {}
 
@@ -457,13 +457,13 @@ def sae_quality(lm: LoadedModel, sae: Any, hook_name: str, texts: Sequence[str] 
             lm.forward(batch, fwd_hooks=[(hook_name, capture)], return_type=None, stop_at_layer=_layer_of(hook_name) + 1)
         else:
             clean_logits = lm.forward(batch, fwd_hooks=[(hook_name, capture)])
-        x = captured["x"][mask].to(sae.W_dec.dtype)
+        x = captured["x"][mask].to(sae.W_dec.device, sae.W_dec.dtype)
         feats = sae.encode(x)
         recon = sae.decode(feats)
         sum_sq_err += float(((x - recon) ** 2).sum())
         x64 = x.double()
-        sum_x += x64.sum(0)
-        sum_x2 += (x64 ** 2).sum()
+        sum_x += x64.sum(0).cpu()
+        sum_x2 += (x64 ** 2).sum().cpu()
         l0_total += float((feats > 0).sum())
         fired |= (feats > 0).any(0).cpu()
         n_tokens += x.shape[0]
@@ -472,7 +472,7 @@ def sae_quality(lm: LoadedModel, sae: Any, hook_name: str, texts: Sequence[str] 
 
         def splice(act: torch.Tensor, hook: Any, mask: torch.Tensor = mask) -> torch.Tensor:
             out = act.clone()
-            out[mask] = sae.decode(sae.encode(act[mask].to(sae.W_dec.dtype))).to(act.dtype)
+            out[mask] = sae.decode(sae.encode(act[mask].to(sae.W_dec.device, sae.W_dec.dtype))).to(act.device, act.dtype)
             return out
 
         def zero(act: torch.Tensor, hook: Any, mask: torch.Tensor = mask) -> torch.Tensor:

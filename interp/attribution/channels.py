@@ -135,11 +135,18 @@ def factored_svd(
     Like TransformerLens's ``FactoredMatrix.svd`` but with thin QR factorisations of the two factors
     (cheaper than their SVDs): ``left = Q_a R_a``, ``rightᵀ = Q_b R_b``, then the SVD of the small
     ``R_a R_bᵀ`` (QR in float32, the small SVD and the products in float64). Returns ``Vh`` (rows = right singular vectors): ``left @ right == U @ diag(S) @ Vh``.
+    Signs are canonical: the largest-magnitude entry of every ``Vh`` row is positive.
     """
     q_a, r_a = torch.linalg.qr(left.float())
     q_b, r_b = torch.linalg.qr(right.float().transpose(-2, -1))
     u_m, s_m, vh_m = torch.linalg.svd(r_a.double() @ r_b.double().transpose(-2, -1), full_matrices=False)
-    return q_a.double() @ u_m, s_m, vh_m @ q_b.double().transpose(-2, -1)
+    u, vh = q_a.double() @ u_m, vh_m @ q_b.double().transpose(-2, -1)
+    # Each singular pair is defined up to a shared sign, which LAPACK and cuSOLVER choose differently: fix it
+    # (the largest-magnitude entry of every Vh row is positive), so that directions, and results that depend
+    # on their sign such as channel traversals, are the same on every device and library version.
+    pivot = vh.gather(-1, vh.abs().argmax(dim=-1, keepdim=True))  # [..., r, 1]
+    sign = torch.where(pivot < 0, -1.0, 1.0).to(vh.dtype)
+    return u * sign.transpose(-2, -1), s_m, vh * sign
 
 
 def effective_rank(singular_values: Float[Tensor, "... r"]) -> Float[Tensor, "..."]:
@@ -209,7 +216,9 @@ def head_svd(lm: LoadedModel, which: Literal["OV", "QK"] = "OV", *, effective: b
     """
     left, right = head_factors(lm, which, effective=effective)
     u, s, vh = factored_svd(left, right)
-    return HeadSVD(which=which, U=u.float(), S=s.float(), Vh=vh.float(), effective=effective)
+    # Factored on the model's device, kept on the host: composition scores, frames and figures read them there
+    # (channel interventions move the directions back to the model's device).
+    return HeadSVD(which=which, U=u.float().cpu(), S=s.float().cpu(), Vh=vh.float().cpu(), effective=effective)
 
 
 def svd_components(lm: LoadedModel, layer: int, head: int, which: Literal["OV", "QK"] = "OV", *,
@@ -225,7 +234,7 @@ def svd_components(lm: LoadedModel, layer: int, head: int, which: Literal["OV", 
     _check_head(lm, (layer, head))
     left, right = head_factors(lm, which, effective=effective)
     u, s, vh = factored_svd(left[layer, head], right[layer, head])
-    return u.float(), s.float(), vh.float()
+    return u.float().cpu(), s.float().cpu(), vh.float().cpu()
 
 
 def _check_head(lm: LoadedModel, head: Head) -> None:

@@ -111,7 +111,8 @@ class HeadImportance:
         if self.patterns is not None:
             maps["induction_score"] = self.patterns.induction
             maps["previous_token_score"] = self.patterns.previous_token
-        return maps
+        # On the host: frames, figures and rankings read them with NumPy whatever device the model is on.
+        return {name: values.detach().cpu() for name, values in maps.items()}
 
     def importance_maps(self) -> dict[str, Float[Tensor, "layer head"]]:
         """Scores oriented so that larger = more important, for rankings and the agreement matrix."""

@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -108,15 +109,15 @@ def tail_mass(logits: Float[Tensor, "... n"], k: int) -> Float[Tensor, "..."]:
         raise OptionError(f"k must be non-negative, got {k}")
     _, probs, _ = sorted_probabilities(logits)
     if k >= probs.shape[-1]:
-        return torch.zeros(probs.shape[:-1], dtype=probs.dtype)
+        return torch.zeros(probs.shape[:-1], dtype=probs.dtype, device=probs.device)
     return tail_masses(probs)[..., k]
 
 
 def topk_mask(logits: Float[Tensor, "... n"], k: int | Tensor) -> Tensor:
     """Boolean mask of the k largest logits per query (``k`` an int or a per-query tensor)."""
     order = torch.sort(logits, dim=-1, descending=True).indices
-    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(logits.shape[-1]).expand_as(order))
-    k_tensor = torch.as_tensor(k)
+    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(logits.shape[-1], device=order.device).expand_as(order))
+    k_tensor = torch.as_tensor(k, device=order.device)
     return ranks < (k_tensor[..., None] if k_tensor.ndim else k_tensor)
 
 
@@ -154,7 +155,8 @@ def k_epsilon(logits: Float[Tensor, "... n"], epsilon: float | Sequence[float]) 
 
 def _k_from_sorted(sorted_probs: Tensor, epsilon: float | Sequence[float]) -> Tensor:
     scalar = isinstance(epsilon, float | int)
-    eps = torch.tensor([float(epsilon)] if scalar else [float(e) for e in epsilon], dtype=sorted_probs.dtype)
+    eps = torch.tensor([float(epsilon)] if scalar else [float(e) for e in epsilon], dtype=sorted_probs.dtype,
+                       device=sorted_probs.device)
     ascending = sorted_probs.flip(-1).cumsum(-1).contiguous()  # ascending[j] = tail mass outside the top n−1−j
     n = sorted_probs.shape[-1]
     at_or_below = torch.searchsorted(ascending, eps.expand(*ascending.shape[:-1], -1).contiguous(), right=True)
@@ -171,7 +173,7 @@ def single_gap_bound(logits: Float[Tensor, "... n"], k: int) -> Float[Tensor, ".
 
 def _gap_bound_from_sorted(ordered: Tensor, n: Tensor, k: int) -> Tensor:
     if k < 1 or k >= ordered.shape[-1]:
-        return torch.zeros(ordered.shape[:-1], dtype=ordered.dtype)
+        return torch.zeros(ordered.shape[:-1], dtype=ordered.dtype, device=ordered.device)
     gap = ordered[..., k - 1] - ordered[..., k]
     rest = (n - k).to(ordered.dtype)
     bound = 1.0 / (1.0 + (k / rest.clamp(min=1)) * torch.exp(gap.clamp(max=80.0)))
@@ -286,17 +288,18 @@ def eviction_errors_from_order(
     most = int(counts.max())
     a_sorted = probs.gather(-1, order[:, :, None, :most].expand(b, h, q, most))
     # Row indexing copies contiguous value vectors (several times faster than gather along n).
-    source = (torch.arange(b)[:, None] * kv + torch.arange(h)[None, :] // (h // kv))[:, :, None]
+    arange = functools.partial(torch.arange, device=probs.device)
+    source = (arange(b)[:, None] * kv + arange(h)[None, :] // (h // kv))[:, :, None]
     v_sorted = values.reshape(b * kv, n, d)[source, order[..., :most]]  # [b, h, most, d]
     removed = torch.zeros_like(outputs)
-    removed_mass = torch.zeros(outputs.shape[:-1], dtype=probs.dtype)
-    previous = torch.zeros(b, h, dtype=torch.long)
+    removed_mass = torch.zeros(outputs.shape[:-1], dtype=probs.dtype, device=probs.device)
+    previous = torch.zeros(b, h, dtype=torch.long, device=probs.device)
     errors = []
     for j in range(counts.shape[-1]):
         current = counts[..., j].long()
         low, high = int(previous.min()), int(current.max())
         if high > low:
-            columns = torch.arange(low, high)
+            columns = arange(low, high)
             in_segment = (columns >= previous[..., None]) & (columns < current[..., None])  # [b, h, width]
             segment = a_sorted[..., low:high] * in_segment[:, :, None, :].to(probs.dtype)
             removed = removed + segment @ v_sorted[:, :, low:high, :]
@@ -568,7 +571,7 @@ class _SparsityReducer(Reducer):
         ascending = _sort_ascending(logits)
         probs_asc = torch.exp(ascending - lse)
         cum = probs_asc.cumsum(-1)
-        eps = torch.tensor(self.epsilons, dtype=cum.dtype)
+        eps = torch.tensor(self.epsilons, dtype=cum.dtype, device=cum.device)
         k_eps = (width - torch.searchsorted(cum, eps.expand(*cum.shape[:-1], -1).contiguous(), right=True)).double()
         weight = eligible.double()
         w = weight[..., None]
@@ -585,7 +588,7 @@ class _SparsityReducer(Reducer):
         mean = shifted.sum(-1) / count
         var = ((shifted * shifted).sum(-1) / count - mean * mean).clamp(min=0.0)
         self.var_sum[layer] += (var.double() * weight).sum((0, 2)).cpu()
-        law = 1.0 - torch.special.ndtr(var.double().sqrt()[..., None] + self.law_offsets)
+        law = 1.0 - torch.special.ndtr(var.double().sqrt()[..., None] + self.law_offsets.to(var.device))
         self.law_query_sum[layer] += (law * w).sum((0, 2)).cpu()
         # Fixed k: the tail mass and the single-gap bound, over queries that see more than k keys.
         if self.k < width:
@@ -607,7 +610,7 @@ class _SparsityReducer(Reducer):
             return
         chosen = probs[rows] * mask[rows][:, None, :, None]  # zero the padded query rows
         erank = effective_rank(chosen).double().cpu()  # [r, h]
-        lengths = batch.lengths[rows].double()
+        lengths = batch.lengths[rows].double().cpu()
         self.erank_sum[layer] += erank.sum(0)
         self.erank_frac_sum[layer] += (erank / lengths[:, None]).sum(0)
         if layer == 0:
@@ -670,7 +673,7 @@ class _SparsityReducer(Reducer):
         eps = self.reported[0]
         a_sorted, order = torch.sort(a, dim=-1, descending=True)
         k = _k_from_sorted(a_sorted, eps)  # [r, h, W]
-        ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(a.shape[-1]).expand_as(order))
+        ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(a.shape[-1], device=a.device).expand_as(order))
         head_set = ranks < k[..., None]
         tail_set = seen & ~head_set
         head_mass = (a * head_set).sum(-1)

@@ -19,6 +19,7 @@ from interp.attribution.channel_interventions import (
 from interp.attribution.channels import (
     composition_scores,
     effective_rank,
+    factored_svd,
     head_factors,
     head_svd,
     random_baseline,
@@ -150,7 +151,7 @@ def test_marker_token_id_is_the_hash_byte():
 def test_factored_svd_reconstructs_the_head_matrices_and_components_sum_to_them(tiny_gpt2, which):
     svd = head_svd(tiny_gpt2, which)
     attn = tiny_gpt2.model.blocks[1].attn
-    full = (attn.W_V[2] @ attn.W_O[2]) if which == "OV" else (attn.W_Q[2] @ attn.W_K[2].T)
+    full = ((attn.W_V[2] @ attn.W_O[2]) if which == "OV" else (attn.W_Q[2] @ attn.W_K[2].T)).cpu()
     rebuilt = svd.U[1, 2] @ torch.diag(svd.S[1, 2]) @ svd.Vh[1, 2]
     assert torch.allclose(rebuilt, full.detach(), atol=1e-5)
     summed = sum(svd.component(1, 2, i) for i in range(svd.S.shape[-1]))
@@ -167,7 +168,7 @@ def test_factored_svd_reconstructs_the_head_matrices_and_components_sum_to_them(
 def test_composition_scores_match_transformer_lens(model_name, mode):
     lm = interp.load_model(model_name)
     ours = composition_scores(lm, mode, effective=False, baseline_samples=5).scores
-    reference = lm.model.all_composition_scores(mode).detach()
+    reference = lm.model.all_composition_scores(mode).detach().cpu()
     assert float((ours - reference).abs().max()) < 1e-5
 
 
@@ -188,7 +189,7 @@ def test_component_scores_match_a_brute_force_with_formed_matrices(tiny_gpt2, mo
     ov = head_svd(tiny_gpt2, "OV")
     attn = tiny_gpt2.model.blocks[1].attn
     reader = {"Q": attn.W_Q[3] @ attn.W_K[3].T, "K": (attn.W_Q[3] @ attn.W_K[3].T).T,
-              "V": attn.W_V[3] @ attn.W_O[3]}[mode].detach().double()
+              "V": attn.W_V[3] @ attn.W_O[3]}[mode].detach().double().cpu()
     for i in (0, 5, 15):
         component = ov.component(0, 2, i).double()
         expected = (component @ reader).norm() / (component.norm() * reader.norm())
@@ -204,8 +205,8 @@ def test_gqa_readers_use_their_own_kv_head(tiny_llama):
     assert torch.equal(right[1, 0], attn._W_K[0].detach().T)
     scores = composition_scores(tiny_llama, "K", baseline_samples=5)
     w0 = tiny_llama.model.blocks[0].attn
-    writer = (w0._W_V[0] @ w0.W_O[1]).detach().double()  # head 0.1 shares KV head 0
-    reader = (attn.W_Q[3] @ attn._W_K[1].T).detach().double()
+    writer = (w0._W_V[0] @ w0.W_O[1]).detach().double().cpu()  # head 0.1 shares KV head 0
+    reader = (attn.W_Q[3] @ attn._W_K[1].T).detach().double().cpu()
     expected = (writer @ reader.T).norm() / (writer.norm() * reader.norm())
     assert abs(float(scores.scores[0, 1, 1, 3]) - float(expected)) < 1e-5
 
@@ -263,6 +264,7 @@ def test_project_out_removes_exactly_the_projection_of_the_head_output(tiny_gpt2
     clean = _capture(tiny_gpt2, batch, ["blocks.0.attn.hook_z", "blocks.0.hook_attn_out"])
     directions = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
     basis, _ = torch.linalg.qr(directions.T)
+    basis = basis.to(tiny_gpt2.device)
     head_out = clean["blocks.0.attn.hook_z"][:, :, 1] @ tiny_gpt2.model.blocks[0].attn.W_O[1].detach()
     expected = clean["blocks.0.hook_attn_out"] - head_out @ basis @ basis.T
     with project_out(tiny_gpt2, 0, 1, directions):
@@ -390,8 +392,21 @@ def test_repeated_token_scores_match_a_brute_force(tiny_gpt2):
     scores = repeated_token_scores(tiny_gpt2, rows=rows)
     _, cache = tiny_gpt2.model.run_with_cache(torch.tensor(rows))
     for layer in range(2):
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"].double()  # [b, h, q, k]
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"].double().cpu()  # [b, h, q, k]
         prev = torch.stack([pattern[:, :, t, t - 1] for t in range(2, 15)], -1).mean(dim=(0, 2))
         induction = torch.stack([pattern[:, :, t, t - 6] for t in range(8, 15)], -1).mean(dim=(0, 2))
         assert torch.allclose(scores.previous_token[layer].double(), prev, atol=1e-6)
         assert torch.allclose(scores.induction[layer].double(), induction, atol=1e-6)
+
+
+def test_singular_vector_signs_are_canonical_whatever_the_solver_returns():
+    """The SVD's sign choice is the solver's (CPU LAPACK and CUDA differ); factored_svd fixes it: negating the
+    left factor flips U and leaves Vh alone, and every Vh row's largest-magnitude entry is positive."""
+    generator = torch.Generator().manual_seed(0)
+    left, right = torch.randn(3, 32, 8, generator=generator), torch.randn(3, 8, 32, generator=generator)
+    u, s, vh = factored_svd(left, right)
+    u_neg, s_neg, vh_neg = factored_svd(-left, right)
+    assert torch.allclose(vh_neg, vh, atol=1e-10) and torch.allclose(u_neg, -u, atol=1e-10)
+    assert torch.allclose(s_neg, s)
+    assert bool((vh.gather(-1, vh.abs().argmax(-1, keepdim=True)) > 0).all())
+    assert torch.allclose(u @ torch.diag_embed(s) @ vh, (left @ right).double(), atol=1e-5)

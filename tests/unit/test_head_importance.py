@@ -76,7 +76,7 @@ def test_gradient_importance_equals_finite_difference_of_a_gate_float64() -> Non
 
     def per_example_loss(gate: float, head: tuple[int, int]) -> torch.Tensor:
         with ablate_heads(lm, [head], mode="scale_output", eps=gate), torch.inference_mode():
-            logits = lm.forward(tt.batch)
+            logits = lm.forward(tt.batch).cpu()
         logprobs = torch.log_softmax(logits, dim=-1)
         rows = torch.arange(len(tt.batch))[:, None]
         picked = logprobs[rows, tt.target_positions, tt.target_tokens] * tt.target_mask
@@ -86,8 +86,8 @@ def test_gradient_importance_equals_finite_difference_of_a_gate_float64() -> Non
         finite = (per_example_loss(1 + delta, head) - per_example_loss(1 - delta, head)) / (2 * delta)
         expected = finite.abs().mean()
         assert float(scores.raw[head]) == pytest.approx(float(expected), rel=1e-4)
-        torch.testing.assert_close(scores.per_example[:, head[0], head[1]], finite, rtol=1e-4, atol=1e-9)
-    torch.testing.assert_close(scores.normalized.norm(dim=1), torch.ones(lm.n_layers, dtype=torch.float64))
+        torch.testing.assert_close(scores.per_example[:, head[0], head[1]].cpu(), finite, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(scores.normalized.norm(dim=1).cpu(), torch.ones(lm.n_layers, dtype=torch.float64))
 
 
 def test_attribution_patching_is_the_first_order_term_of_exact_patching() -> None:
@@ -122,7 +122,7 @@ def test_dla_components_sum_to_the_logit_difference(name: str) -> None:
     # Independent of the decomposition: the logit difference itself, from the model's logits.
     tt = task.tensors(lm)
     with torch.inference_mode():
-        logits = lm.forward(tt.batch)
+        logits = lm.forward(tt.batch).cpu()
     rows = torch.arange(len(tt.batch))
     last = logits[rows, tt.answer_positions]
     torch.testing.assert_close(dla.logit_diff.float(), (last[rows, tt.correct] - last[rows, tt.incorrect]).float(),

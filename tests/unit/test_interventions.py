@@ -59,7 +59,7 @@ def test_scale_query_to_zero_gives_causal_uniform_and_spares_the_shared_kv_group
         ablated = capture(lm, batch, [name])[name]
     for row, length in enumerate(batch.lengths.tolist()):
         expected = causal_uniform_pattern(length)
-        torch.testing.assert_close(ablated[row, 1, :length, :length], expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ablated[row, 1, :length, :length].cpu(), expected, atol=1e-5, rtol=0)
     # Every other head — including head 0, which shares head 1's key/value head on tiny-llama — is untouched.
     others = [0, 2, 3]
     torch.testing.assert_close(ablated[:, others], clean[:, others], atol=0, rtol=0)
@@ -74,7 +74,8 @@ def test_uniform_mode_is_the_scale_query_limit(lm) -> None:
     with ablate_heads(lm, [(0, 2)], mode="scale_query", eps=1e-9):
         limit = capture(lm, batch, [name])
     length = int(batch.lengths[0])
-    torch.testing.assert_close(uniform[name][0, 2, :length, :length], causal_uniform_pattern(length), atol=1e-6, rtol=0)
+    torch.testing.assert_close(uniform[name][0, 2, :length, :length].cpu(), causal_uniform_pattern(length), atol=1e-6,
+                               rtol=0)
     torch.testing.assert_close(uniform["logits"], limit["logits"], atol=1e-4, rtol=0)
 
 
@@ -148,7 +149,7 @@ def test_head_output_edit_projects_directions_out(tiny_gpt2) -> None:
     batch = lm.tokenize(PROMPTS)
     layer, head = 1, 1
     direction = torch.randn(lm.model.cfg.d_model, generator=torch.Generator().manual_seed(0))
-    unit = direction / direction.norm()
+    unit = (direction / direction.norm()).to(lm.device)
     names = [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_attn_out"]
     clean = capture(lm, batch, names)
     with apply_hooks(lm, [head_output_edit(lm, layer, head, project_out(direction))]):

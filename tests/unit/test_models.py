@@ -55,7 +55,7 @@ def test_local_hf_folder_loads_and_matches_hf_logits(kind, tmp_path):
     assert lm.info.source == "local"
     tokens = lm.tokenize(["local folders load too"]).tokens
     with torch.no_grad():
-        ours = lm.model(tokens).log_softmax(-1)
+        ours = lm.model(tokens).log_softmax(-1).cpu()
         theirs = hf(tokens).logits.log_softmax(-1)
     assert torch.allclose(ours, theirs, atol=1e-4), float((ours - theirs).abs().max())
 

@@ -37,7 +37,7 @@ def test_pattern_reducer_sees_query_positions_and_rows_sum_to_one(tiny_gpt2):
     hook = "blocks.0.attn.hook_pattern"
     row_sums = Mean(hook, transform=lambda p: p.sum(-1))  # [b, q, head, k] -> [b, q, head]
     run_probe(tiny_gpt2, PROMPTS, [row_sums], batch_size=4, progress=False)
-    assert torch.allclose(row_sums.result(), torch.ones(tiny_gpt2.n_heads), atol=1e-5)
+    assert torch.allclose(row_sums.result().cpu(), torch.ones(tiny_gpt2.n_heads), atol=1e-5)
 
 
 def test_topk_and_histogram_equal_brute_force(tiny_gpt2):
@@ -54,7 +54,7 @@ def test_topk_and_histogram_equal_brute_force(tiny_gpt2):
     got = [(e.value, e.prompt, e.position, e.feature) for e in top.result()]
     assert [g[1:] for g in got] == [e[1:] for e in expected]
     counts, _ = hist.result()
-    truth = torch.histc(torch.cat([r.flatten() for r in rows]).clamp(-4, 4), bins=20, min=-4, max=4)
+    truth = torch.histc(torch.cat([r.flatten() for r in rows]).clamp(-4, 4).cpu(), bins=20, min=-4, max=4)
     assert torch.equal(counts.float(), truth)
 
 

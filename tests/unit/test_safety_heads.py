@@ -132,7 +132,7 @@ def test_eps_to_zero_gives_causal_uniform_pattern():
     seen = {}
 
     def grab(pattern, hook):
-        seen["p"] = pattern.detach()
+        seen["p"] = pattern.detach().cpu()
 
     with ablate_heads(lm, [(1, 3)], "scale_query", eps=1e-8):
         lm.forward(batch, fwd_hooks=[("blocks.1.attn.hook_pattern", grab)])

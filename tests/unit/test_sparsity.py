@@ -267,8 +267,8 @@ def naive_statistics(lm, token_rows, *, eps, window, min_keys, budget, causal=Tr
             _, cache = lm.model.run_with_cache(tokens, names_filter=names, return_type=None)
         n_tokens = len(row)
         for layer in range(L):
-            scores = cache[f"blocks.{layer}.attn.hook_attn_scores"][0].double()  # [h, q, k]
-            v = cache[f"blocks.{layer}.attn.hook_v"][0].double()  # [k, kv, d]
+            scores = cache[f"blocks.{layer}.attn.hook_attn_scores"][0].double().cpu()  # [h, q, k]
+            v = cache[f"blocks.{layer}.attn.hook_v"][0].double().cpu()  # [k, kv, d]
             group = H // v.shape[1]
             for head in range(H):
                 values = v[:, head // group, :]

@@ -121,12 +121,12 @@ def _planted():
     target_ids = [lm.encode(ch, prepend_bos=False)[0] for ch in TARGET_BYTES]
     with torch.no_grad():
         for token in target_ids:
-            model.embed.W_E[token] += 6.0 * u
-        model.unembed.W_U[:, target_ids] += 10.0 * u[:, None]
+            model.embed.W_E[token] += 6.0 * u.to(model.embed.W_E.device)
+        model.unembed.W_U[:, target_ids] += 10.0 * u[:, None].to(model.unembed.W_U.device)
         # Without steering the planted bytes must lose: only a strong u component lifts them.
         model.unembed.b_U[target_ids] -= 15.0
     sae = SAE.from_dict({"architecture": "standard", "d_in": d_model, "d_sae": d_sae, "dtype": "float32",
-                         "device": "cpu", "apply_b_dec_to_input": False, "normalize_activations": "none",
+                         "device": str(lm.device), "apply_b_dec_to_input": False, "normalize_activations": "none",
                          "metadata": {"hook_name": f"blocks.{LAYER}.hook_resid_post"}})
     with torch.no_grad():
         sae.W_dec.copy_(w_dec)
@@ -253,7 +253,7 @@ def test_steered_generation_equals_naive_steered_greedy() -> None:
             def hook(act, hook):
                 start = 0 if positions == "all" else prompt_len - 1
                 act = act.clone()
-                act[:, start:] += 0.7 * u
+                act[:, start:] += 0.7 * u.to(act.device)
                 return act
             return hook
 
@@ -370,7 +370,7 @@ def test_token_mean_features_equals_a_per_sentence_brute_force() -> None:
         ids = torch.tensor([lm.encode(sentence)])
         _, cache = lm.model.run_with_cache(ids, names_filter=[trained.hook_name])
         resid = cache[trained.hook_name][0, 1:]  # drop BOS
-        expected = trained.sae.encode(resid).mean(0)
+        expected = trained.sae.encode(resid).mean(0).cpu()
         assert torch.allclose(got[row], expected, atol=1e-5), sentence
 
 
