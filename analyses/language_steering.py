@@ -31,7 +31,7 @@ from interp.attribution.language_steering import (
     head_projections,
     run_sweep,
 )
-from interp.corpus import LANGUAGE_NAMES, steering_prompts, steering_tuning_prompts
+from interp.corpus import LANGUAGE_NAMES, steering_prompts, steering_test_prompts, steering_tuning_prompts
 from interp.errors import OptionError
 from interp.generation import generate
 from interp.models import LoadedModel
@@ -64,7 +64,9 @@ NOTES = (
     "(steering_tuning_prompts_en.txt), each SAE finalist also in clamp mode on all 48, and the setting with the "
     "highest fluent success over all 48 is chosen. "
     "The headline table reports the chosen setting on the 28 held-out prompts, which are used for nothing else. "
-    "No prompt set was used to find features. The headline number is fluent success.",
+    "No prompt set was used to find features. The headline number is fluent success. The held-out prompts were "
+    "seen while this protocol was developed; the chosen settings are also reported on 40 blind-test prompts "
+    "(steering_test_prompts_en.txt), written after the protocol was fixed.",
     "Heads: for the chosen feature, each head's output z_h·W_O[h] projected on the unit decoder direction, "
     "averaged over the continuation tokens, with the edit on minus off on the same text (heads after the "
     "steered layer that amplify it); the top heads are then zero-ablated one at a time during steered "
@@ -124,6 +126,16 @@ def _feature_of(row: pd.Series) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
+def _blind_columns(blind_summary: pd.DataFrame, condition: str) -> dict[str, Any]:
+    """Headline columns for the blind-test prompts (none when there were none)."""
+    if blind_summary.empty:
+        return {}
+    row = blind_summary[blind_summary["condition"] == condition].iloc[0]
+    return {"blind-test fluent success": round(float(row["fluent_success"]), 3),
+            "blind-test success": round(float(row["success"]), 3),
+            "blind-test fidelity": round(float(row["fidelity"]), 3), "blind-test prompts": int(row["prompts"])}
+
+
 def _ratio(features: Any, language: str, layer: int, feature: int) -> float:
     """The monolinguality ratio of ``feature`` as reported by discovery (NaN if it was not in the frame)."""
     frame = features.frame
@@ -141,7 +153,7 @@ def _candidates(features: Any, language: str, layer: int, n: int) -> list[int]:
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
         layer: str | int = DEFAULT_LAYER, languages: str = "fr,es,de", strengths: str = DEFAULT_STRENGTHS,
         md_layers: str = "3,6,9,12", md_strengths: str = "1", max_new_tokens: int = 24, tune_prompts: int = 12,
-        extra_tune_prompts: int = 36, finalists: int = 4, candidates: int = 3, ranking: str = "monolinguality", pooling: str = "features",
+        extra_tune_prompts: int = 36, finalists: int = 4, blind_prompts: int = 40, candidates: int = 3, ranking: str = "monolinguality", pooling: str = "features",
         sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
         sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], top_heads: int = 4,
         gen_batch_size: int = 32, **_: Any) -> Result:
@@ -164,6 +176,9 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     if finalists < 1:
         raise OptionError(f"--finalists must be at least 1; got {finalists}")
     shipped_extra = steering_tuning_prompts()
+    shipped_blind = steering_test_prompts()
+    if not 0 <= blind_prompts <= len(shipped_blind):
+        raise OptionError(f"--blind-prompts must be in 0..{len(shipped_blind)}; got {blind_prompts}")
     if not 0 <= extra_tune_prompts <= len(shipped_extra):
         raise OptionError(f"--extra-tune-prompts must be in 0..{len(shipped_extra)}; got {extra_tune_prompts}")
     md_alphas = _floats(md_strengths, "md-strengths")
@@ -241,6 +256,18 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     test_summary = test_sweep.summary()
     timings["held-out evaluation"] = time.perf_counter() - t
 
+    # 2b. Blind test: the chosen settings only, on prompts written after this protocol was fixed (the held-out
+    # prompts above had been seen while it was developed).
+    t = time.perf_counter()
+    blind = shipped_blind[:blind_prompts]
+    blind_summary = pd.DataFrame()
+    if blind:
+        blind_sweep = run_sweep(ctx, [_condition(chosen[(lang, method)]) for lang in langs
+                                      for method in ("sae", "mean-diff")], blind, max_new_tokens=max_new_tokens,
+                                batch_size=gen_batch_size, progress=progress)
+        blind_summary = blind_sweep.summary()
+    timings["blind test"] = time.perf_counter() - t
+
     # 3. Heads that carry the chosen feature.
     t = time.perf_counter()
     head_rows: list[dict[str, Any]] = []
@@ -310,6 +337,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                 "fidelity": round(row["fidelity"], 3), "unrelated cosine": round(unrelated, 3),
                 "fluency loss": round(row["fluency_loss"], 3),
                 "tuning fluent success": round(float(best["fluent_success"]), 3), "prompts": int(row["prompts"]),
+                **_blind_columns(blind_summary, _condition(best).name()),
             })
     headline = pd.DataFrame(headline_rows)
     base_loss = float(np.nanmean(test_sweep.baseline["fluency_loss"]))
@@ -323,6 +351,10 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         "fluent_success_mean_diff": {lang: float(v) for lang, v in zip(
             langs, headline[headline["method"] == "mean-diff"]["fluent success"], strict=True)},
         "target_met_sae_ge_0_8": bool((sae_rows["fluent success"] >= 0.8).all()),
+        **({"fluent_success_sae_blind_test": {lang: float(v) for lang, v in zip(
+            langs, sae_rows["blind-test fluent success"], strict=True)},
+            "target_met_sae_ge_0_8_blind_test": bool((sae_rows["blind-test fluent success"] >= 0.8).all())}
+           if blind else {}),
         "fidelity_above_unrelated_sae": bool((sae_rows["fidelity"] > unrelated).all()),
         "unrelated_cosine": round(unrelated, 4),
         "baseline_english_rate": round(english_rate, 3),
@@ -395,7 +427,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                                                     for kk, vv in v.items()}}
                                  for k, v in trained.info.get("corpus", {}).items()])
     tables = {
-        f"Headline: chosen setting per language on the {len(test)} held-out prompts": headline,
+        f"Headline: chosen setting per language on the {len(test)} held-out prompts"
+        + (f" (and on the {len(blind)} blind-test prompts)" if blind else ""): headline,
         "All held-out conditions (add/clamp, all/new positions)": test_summary,
         f"Tuning screen ({len(tune)} prompts; fluency loss not measured)": screen_summary,
         f"Tuning confirmation: finalists on {len(tune) + len(confirm_prompts)} prompts (chosen from these)": tune_summary,
@@ -409,7 +442,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     }
 
     tidy_rows: list[dict[str, Any]] = []
-    for split, table in (("tuning-screen", screen_summary), ("tuning", tune_summary), ("heldout", test_summary)):
+    for split, table in (("tuning-screen", screen_summary), ("tuning", tune_summary), ("heldout", test_summary),
+                         ("blind-test", blind_summary)):
         for r in table.itertuples():
             for metric in ("success", "fluent_success", "fidelity", "fluency_loss"):
                 tidy_rows.append({"layer": r.layer, "metric": metric, "value": getattr(r, metric), "split": split,
@@ -423,6 +457,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     metadata = {
         "parameters": {"layer": sae_layers, "languages": langs, "strengths": alphas, "md_layers": layers,
                        "md_strengths": md_alphas, "max_new_tokens": max_new_tokens, "tune_prompts": len(tune), "extra_tune_prompts": len(confirm_prompts), "finalists": finalists,
+                       "blind_prompts": len(blind),
                        "test_prompts": len(test), "sae_tokens": sae_tokens, "sae_width": sae_width, "sae_k": sae_k,
                        "top_heads": top_heads, "sae_path": {sae_layer: str(sae.path) for sae_layer, sae in saes.items()}, "pooling": pooling,
                        "ranking": ranking, "candidates": {f"{lang} L{sl}": feats for (lang, sl), feats
@@ -456,6 +491,8 @@ register(Analysis(
         "tune_prompts": (int, 12, "first prompts used to screen the settings (the rest are held out)"),
         "extra_tune_prompts": (int, 36, "shipped extra tuning prompts (steering_tuning_prompts_en.txt) on which the "
                                "screen's finalists are confirmed; 0 chooses on the screen alone"),
+        "blind_prompts": (int, 40, "shipped blind-test prompts (steering_test_prompts_en.txt) on which the chosen "
+                          "settings are also reported; 0 skips them"),
         "finalists": (int, 4, "best SAE settings per language carried from the screen to the confirmation (each "
                       "also tried in clamp mode)"),
         "sae_tokens": (int, DEFAULT_SAE["training_tokens"], "SAE training tokens (distinct activations)"),

@@ -6,7 +6,8 @@ Two sources, both offline (nothing is downloaded):
   sentences, each in English, French, Spanish and German (58 marked ``discovery``, 14 ``heldout``), used to
   find language features on matched sentences; ``steering_prompts_en.txt`` — 40 English sentence openings
   that are never used for discovery, on which steering is evaluated; ``steering_tuning_prompts_en.txt`` —
-  36 more openings used only to choose steering settings (never to report them).
+  36 more openings used only to choose steering settings (never to report them);
+  ``steering_test_prompts_en.txt`` — 40 openings for a blind test of the chosen settings.
 * **Translation catalogs of installed software** (gettext ``.mo`` files under ``/usr/share/locale``,
   ``sys.prefix/share/locale``, Vim's ``lang`` folder and any ``locale`` folder inside installed Python
   packages): each catalog maps an English message to its translation, so one catalog gives real
@@ -78,6 +79,18 @@ def steering_tuning_prompts() -> list[str]:
         True
     """
     return read_lines(shipped_path("steering_tuning_prompts_en.txt"))
+
+
+def steering_test_prompts() -> list[str]:
+    """40 English openings written after the language-steering protocol was fixed, for a blind test of the
+    settings it chooses (the 28 held-out steering prompts had been seen during its development).
+
+    Example:
+        >>> from interp.corpus import steering_prompts, steering_test_prompts, steering_tuning_prompts
+        >>> set(steering_test_prompts()).isdisjoint(steering_prompts() + steering_tuning_prompts())
+        True
+    """
+    return read_lines(shipped_path("steering_test_prompts_en.txt"))
 
 
 # ----------------------------------------------------------------------------------------------------

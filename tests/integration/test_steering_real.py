@@ -116,14 +116,15 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
 
 def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> None:
     """The whole ``language-steering`` analysis on gemma at a reduced size (a 256-latent SAE at layer 1 trained
-    in a temporary cache, one language, two strengths, 4 screening + 4 confirmation + 4 held-out prompts, 4
-    tokens): every stage runs, the chosen setting is reported on held-out prompts only, the report is written
+    in a temporary cache, one language, two strengths, 4 screening + 4 confirmation + 4 held-out + 3 blind-test
+    prompts, 4 tokens): every stage runs, the chosen setting is reported on held-out prompts only (and the blind
+    test on the chosen settings only), the report is written
     and the model has no hooks left. The headline numbers come from the default run (see the README)."""
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
     prompts = steering_prompts()[:8]
     result = interp.run("language-steering", gemma, prompts, progress=False, layer="1", languages="fr",
-                        strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1,
+                        strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1, blind_prompts=3,
                         candidates=2, max_new_tokens=4, sae_tokens=4096, sae_width=256, sae_k=16, sae_epochs=1,
                         top_heads=1)
     frame = result.frame
@@ -139,8 +140,12 @@ def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> 
     held = frame[(frame["split"] == "heldout") & (frame["metric"] == "fluency_loss")]
     # The chosen SAE setting and its two other mode / positions variants, and the chosen mean difference.
     assert len(held) == 4 and held["value"].notna().all()
+    blind = frame[(frame["split"] == "blind-test") & (frame["metric"] == "fluent_success")]
+    assert len(blind) == 2  # the chosen SAE setting and the chosen mean difference, nothing else
     headline = next(t for name, t in result.tables.items() if name.startswith("Headline"))
     assert set(headline["prompts"]) == {4} and list(headline["method"]) == ["sae", "mean-diff"]
+    assert set(headline["blind-test prompts"]) == {3}
+    assert "fluent_success_sae_blind_test" in result.metadata["summary"]
     chosen = result.metadata["summary"]["chosen_features"]["fr"]
     assert chosen in result.metadata["parameters"]["candidates"]["fr L1"]
     path = result.to_html(tmp_path / "language-steering.html")

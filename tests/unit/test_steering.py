@@ -374,11 +374,17 @@ def test_token_mean_features_equals_a_per_sentence_brute_force() -> None:
         assert torch.allclose(got[row], expected, atol=1e-5), sentence
 
 
-def test_tuning_prompts_are_disjoint_from_the_held_out_prompts_and_the_matched_sentences() -> None:
-    from interp.corpus import parallel_sentences, steering_prompts, steering_tuning_prompts
+def test_tuning_and_blind_test_prompts_are_disjoint_from_the_held_out_prompts_and_the_matched_sentences() -> None:
+    from interp.corpus import (
+        parallel_sentences,
+        steering_prompts,
+        steering_test_prompts,
+        steering_tuning_prompts,
+    )
 
-    extra, prompts = steering_tuning_prompts(), steering_prompts()
+    extra, prompts, blind = steering_tuning_prompts(), steering_prompts(), steering_test_prompts()
     assert len(extra) == 36 and len(set(extra)) == 36 and len(prompts) == 40
-    assert set(extra).isdisjoint(prompts)
+    assert len(blind) == 40 and len(set(blind)) == 40
+    assert set(extra).isdisjoint(prompts) and set(blind).isdisjoint(prompts + extra)
     english = " ".join(s for split in ("discovery", "heldout") for s in parallel_sentences(split)["en"]).lower()
-    assert not [p for p in extra + prompts if p.lower() in english]
+    assert not [p for p in extra + prompts + blind if p.lower() in english]
