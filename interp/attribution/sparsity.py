@@ -116,7 +116,8 @@ def tail_mass(logits: Float[Tensor, "... n"], k: int) -> Float[Tensor, "..."]:
 def topk_mask(logits: Float[Tensor, "... n"], k: int | Tensor) -> Tensor:
     """Boolean mask of the k largest logits per query (``k`` an int or a per-query tensor)."""
     order = torch.sort(logits, dim=-1, descending=True).indices
-    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(logits.shape[-1], device=order.device).expand_as(order))
+    positions = torch.arange(logits.shape[-1], device=order.device)
+    ranks = torch.empty_like(order).scatter_(-1, order, positions.expand_as(order))
     k_tensor = torch.as_tensor(k, device=order.device)
     return ranks < (k_tensor[..., None] if k_tensor.ndim else k_tensor)
 
@@ -673,7 +674,8 @@ class _SparsityReducer(Reducer):
         eps = self.reported[0]
         a_sorted, order = torch.sort(a, dim=-1, descending=True)
         k = _k_from_sorted(a_sorted, eps)  # [r, h, W]
-        ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(a.shape[-1], device=a.device).expand_as(order))
+        positions = torch.arange(a.shape[-1], device=a.device)
+        ranks = torch.empty_like(order).scatter_(-1, order, positions.expand_as(order))
         head_set = ranks < k[..., None]
         tail_set = seen & ~head_set
         head_mass = (a * head_set).sum(-1)

@@ -124,7 +124,8 @@ def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> 
     monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
     prompts = steering_prompts()[:8]
     result = interp.run("language-steering", gemma, prompts, progress=False, layer="1", languages="fr",
-                        strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1, blind_prompts=3,
+                        strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1,
+                        blind_prompts=3,
                         candidates=2, max_new_tokens=4, sae_tokens=4096, sae_width=256, sae_k=16, sae_epochs=1,
                         top_heads=1)
     frame = result.frame
