@@ -13,7 +13,7 @@ from interp.attribution.ablation_scan import METRICS
 from interp.attribution.head_importance import head_importance
 from interp.data import default_prompts
 from interp.errors import OptionError
-from interp.interventions import MODES
+from interp.interventions import ABLATION_MODES
 from interp.models import LoadedModel
 from interp.registry import Analysis, register
 from interp.results import Result
@@ -98,10 +98,10 @@ def run(
     **_: object,
 ) -> Result:
     mode = ablation
-    if mode not in MODES:
-        raise OptionError(f"unknown --ablation {mode!r}: choose one of {', '.join(MODES)}")
-    if influence_mode not in MODES:
-        raise OptionError(f"unknown --influence-mode {influence_mode!r}: choose one of {', '.join(MODES)}")
+    if mode not in ABLATION_MODES:
+        raise OptionError(f"unknown --ablation {mode!r}: choose one of {', '.join(ABLATION_MODES)}")
+    if influence_mode not in ABLATION_MODES:
+        raise OptionError(f"unknown --influence-mode {influence_mode!r}: choose one of {', '.join(ABLATION_MODES)}")
     if max_documents < 0:
         raise OptionError(f"max_documents must be 0 or more, got {max_documents}")
     built = build_task(lm, task, n_sequences=n_sequences, half_length=half_length, seed=seed)
@@ -182,7 +182,7 @@ register(Analysis(
     encoder_ok=False,
     options={
         "task": (str, "induction", "induction | capitals | path to a .jsonl/.csv file of prompt,correct,incorrect"),
-        "ablation": (str, "zero", f"single-head ablation mode: {' | '.join(MODES)}"),
+        "ablation": (str, "zero", f"single-head ablation mode: {' | '.join(ABLATION_MODES)}"),
         "eps": (float, None, "factor of the scale modes (default 1e-5; scale_value needs it)"),
         "n_sequences": (int, 3, "induction task: number of sequences"),
         "half_length": (int, 10, "induction task: random tokens per copy"),

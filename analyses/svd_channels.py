@@ -24,7 +24,7 @@ from interp.attribution.channel_interventions import (
     repeated_token_scores,
     token_pool,
 )
-from interp.attribution.channels import MODES, ChannelAnalysis, CompositionScores, svd_channels
+from interp.attribution.channels import COMPOSITION_MODES, ChannelAnalysis, CompositionScores, svd_channels
 from interp.data import default_prompts
 from interp.errors import OptionError
 from interp.models import LoadedModel
@@ -92,7 +92,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         components_per_pair: int = 3, **_: object) -> Result:
     effective = not raw
     mode_list = [m for m in modes.upper() if m.strip()]
-    if not mode_list or any(m not in MODES for m in mode_list):
+    if not mode_list or any(m not in COMPOSITION_MODES for m in mode_list):
         raise OptionError(f"--modes {modes!r} is not a subset of QKV: give e.g. QKV or K")
     for name, value, low in (("components", components, 1), ("random_trials", random_trials, 1),
                              ("sequences", sequences, 1), ("half_length", half_length, 4), ("heads", heads, 1),

@@ -85,7 +85,7 @@ def transformer_lens(lm: interp.LoadedModel, modes: str) -> dict[str, torch.Tens
     """The peer as shipped: ``model.all_composition_scores(mode)``."""
     out = {}
     for mode in modes:
-        out[mode] = lm.model.all_composition_scores(mode).detach().clone()
+        out[mode] = lm.native_model().all_composition_scores(mode).detach().clone()
         gc.collect()
     return out
 
@@ -94,7 +94,7 @@ def transformer_lens_chunked(lm: interp.LoadedModel, modes: str) -> dict[str, to
     """TransformerLens's own arithmetic (``collapse_l``/``collapse_r`` of ``model.OV``/``model.QK``, the
     batched product and its norms, the same mask), one writer layer at a time so that the
     ``[L,H,L,H,d_head,d_head]`` product and its broadcast operands (≈ 8-9 GB here) never exist at once."""
-    model = lm.model
+    model = lm.native_model()
     n_layers = model.cfg.n_layers
     out = {}
     for mode in modes:

@@ -57,7 +57,7 @@ def _naive(lm, rows, batch_size, keep: bool):
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             tokens = torch.tensor(rows[start : start + batch_size])
-            _, cache = lm.model.run_with_cache(tokens, names_filter=names, return_type=None)
+            _, cache = lm.native_model().run_with_cache(tokens, names_filter=names, return_type=None)
             caches.append(cache)
     bos = torch.zeros(lm.n_layers, lm.n_heads, dtype=torch.float64)
     for cache in caches:
@@ -78,7 +78,7 @@ def speed(n_prompts: int, batch_size: int) -> float:
     def bare():
         with torch.inference_mode():
             for tokens in batches:
-                lm.model(tokens, return_type=None)
+                lm.native_model()(tokens, return_type=None)
 
     bare()  # warm-up
     t_bare, _ = timed(bare, repeats=3)

@@ -119,7 +119,7 @@ def main() -> None:
         n_tl = 4 if args.quick else 8
         started = time.perf_counter()
         with torch.inference_mode():
-            lm.model.generate(tokens, max_new_tokens=n_tl, do_sample=False, verbose=False, use_past_kv_cache=True)
+            lm.native_model().generate(tokens, max_new_tokens=n_tl, do_sample=False, verbose=False, use_past_kv_cache=True)
         tl_rate = n_tl / (time.perf_counter() - started)
 
     print(f"\nmodel {args.model}, {args.threads} threads, greedy, medians of {repeats} interleaved runs; tokens/s")

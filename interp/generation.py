@@ -1,22 +1,18 @@
-"""Fast batched, KV-cached text generation through a TransformerLens model, with hooks.
+"""Fast batched, KV-cached text generation through any backend, with hooks.
 
 TransformerLens's own ``generate`` ran at about 1.8 tokens/s on ``gemma-3-270m`` on a 2-core CPU while
-Hugging Face ran at about 19. Profiling one decode step showed where the time goes: TransformerLens
-re-lays out weights on every call — ``F.linear(x, W_U.T.contiguous())`` copies the 262144 × 640 unembedding
-(about 670 MB) each step, the gated MLP does ``W.T.contiguous()`` for its three matrices, and the attention
-``einops.rearrange`` views of ``W_Q/W_K/W_V/W_O`` make ``F.linear`` copy them too. This module
+Hugging Face ran at about 19. This module
 
-* stores those parameters, for the duration of a generation, in the memory layout the forward pass asks
-  for (:func:`fast_weight_layout`): the same values, so ``.contiguous()`` becomes a no-op and the matmul
-  reads the same numbers — nothing about the computation or the hooks changes, and the original tensors
-  are put back on exit;
-* runs the prompt once (prefill) and then one token per step with TransformerLens's
-  ``TransformerLensKeyValueCache`` (``past_kv_cache``);
-* computes the unembedding only at the last position (the residual stream is taken with
-  ``stop_at_layer=n_layers`` and ``ln_final`` + ``unembed`` run on the last column);
+* runs the prompt once (prefill) and then one token per step against the backend's KV cache
+  (:meth:`~interp.backends.Backend.decode_step`: TransformerLens's ``past_kv_cache`` on the hooked backend,
+  a Hugging Face ``DynamicCache`` on the bridge backend);
+* computes the unembedding only at the last position;
+* keeps the weights in the layout the forward pass reads while it runs
+  (:meth:`~interp.backends.Backend.generation_context`; on the hooked backend this avoids re-laying out
+  gemma's 670 MB unembedding at every step) and frees those copies afterwards unless asked to keep them
+  for a sweep;
 * batches prompts of similar length with **left padding** and the attention mask, so every row's
-  positions (rotary or learned) start at its own first real token, exactly as TransformerLens's
-  padding-aware forward computes them.
+  positions (rotary or learned) start at its own first real token on every backend.
 
 Hooks are ordinary TransformerLens forward hooks by hook name (``blocks.6.hook_resid_post``,
 ``blocks.3.attn.hook_z`` …). They are added once around the whole generation and always removed. During
@@ -36,10 +32,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import time
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,88 +84,6 @@ class Generation:
     @property
     def tokens_per_second(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else float("nan")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Memory layout of the weights during generation
-# ----------------------------------------------------------------------------------------------------
-
-# (module attribute, permutation that gives the storage order the forward pass reads contiguously)
-_ATTN_LAYOUTS = {"W_Q": (0, 2, 1), "W_K": (0, 2, 1), "W_V": (0, 2, 1), "_W_K": (0, 2, 1), "_W_V": (0, 2, 1),
-                 "W_O": (2, 0, 1)}
-_GATED_MLP_LAYOUTS = {"W_in": (1, 0), "W_gate": (1, 0), "W_out": (1, 0)}
-
-_FAST_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[int, tuple[int, int, Tensor]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _fast_targets(model: torch.nn.Module) -> list[tuple[torch.nn.Parameter, tuple[int, ...]]]:
-    targets: list[tuple[torch.nn.Parameter, tuple[int, ...]]] = []
-    for block in getattr(model, "blocks", []):
-        attn = getattr(block, "attn", None)
-        if attn is not None:
-            for name, perm in _ATTN_LAYOUTS.items():
-                param = attn._parameters.get(name)
-                if isinstance(param, torch.nn.Parameter) and param.dim() == len(perm):
-                    targets.append((param, perm))
-        mlp = getattr(block, "mlp", None)
-        # Only the gated MLP reads W.T (F.linear); the plain MLP's addmm reads W as stored.
-        if mlp is not None and type(mlp).__name__ == "GatedMLP":
-            for name, perm in _GATED_MLP_LAYOUTS.items():
-                param = mlp._parameters.get(name)
-                if isinstance(param, torch.nn.Parameter) and param.dim() == 2:
-                    targets.append((param, perm))
-    unembed = getattr(model, "unembed", None)
-    if unembed is not None and isinstance(unembed._parameters.get("W_U"), torch.nn.Parameter):
-        targets.append((unembed._parameters["W_U"], (1, 0)))
-    return targets
-
-
-def _relaid(tensor: Tensor, perm: tuple[int, ...]) -> Tensor:
-    inverse = [perm.index(i) for i in range(len(perm))]
-    return tensor.permute(*perm).contiguous().permute(*inverse)
-
-
-@contextlib.contextmanager
-def fast_weight_layout(model: torch.nn.Module, *, keep: bool = True) -> Iterator[None]:
-    """Store the weights the forward pass re-lays out in the layout it reads, then put them back.
-
-    Values are unchanged (only strides differ), so the forward pass computes with the same numbers and
-    every hook sees the same activations; the saving is the per-call weight copies. With ``keep=True``
-    the re-laid copies are kept (per model, keyed on each parameter's storage and version counter) so a
-    sweep of many generations pays for them once; an in-place edit of a weight invalidates its copy.
-
-    Example:
-        >>> import interp
-        >>> lm = interp.load_model("tiny-llama")
-        >>> with fast_weight_layout(lm.model):
-        ...     logits = lm.model(lm.tokenize(["hi"]).tokens)
-    """
-    cache = _FAST_CACHE.setdefault(model, {}) if keep else {}
-    swapped: list[tuple[torch.nn.Parameter, Tensor]] = []
-    try:
-        for param, perm in _fast_targets(model):
-            original = param.data
-            key = id(param)
-            entry = cache.get(key)
-            if entry is None or entry[0] != original.data_ptr() or entry[1] != param._version:
-                entry = (original.data_ptr(), param._version, _relaid(original, perm))
-                cache[key] = entry
-            param.data = entry[2]
-            swapped.append((param, original))
-        yield
-    finally:
-        for param, original in reversed(swapped):
-            param.data = original
-
-
-def release_fast_layouts(model: torch.nn.Module | None = None) -> None:
-    """Free the re-laid weight copies kept by :func:`fast_weight_layout` (one model, or all)."""
-    if model is None:
-        _FAST_CACHE.clear()
-    else:
-        _FAST_CACHE.pop(model, None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -244,17 +156,6 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tenso
     return tokens, mask
 
 
-def _last_logits(model: Any, residual: Tensor) -> Tensor:
-    """Final norm + unembedding of the last position only (the 262k-vocab unembedding is the big cost)."""
-    from transformer_lens.utilities.activation_functions import apply_softcap
-
-    last = residual[:, -1:, :]
-    if model.cfg.normalization_type is not None:
-        last = model.ln_final(last)
-    logits = model.unembed(last)
-    return apply_softcap(logits, model.cfg.output_logits_soft_cap)[:, -1, :]
-
-
 def _choose(logits: Tensor, greedy: bool, top_k: int | None, temperature: float,
             generator: torch.Generator | None) -> Tensor:
     if greedy:
@@ -281,23 +182,19 @@ def _generate_batch(
     stops: set[int],
     state: GenerationState,
 ) -> tuple[list[list[int]], int]:
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
-    model = lm.model
     device = lm.device
     tokens, mask = _left_pad(rows, lm.pad_token_id)
     tokens, mask = tokens.to(device), mask.to(device)
     batch = tokens.shape[0]
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch)
-    n_layers = model.cfg.n_layers
+    cache = lm.new_kv_cache(batch)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     stop_tensor = torch.tensor(sorted(stops), dtype=torch.long, device=device) if stops else None
     produced: list[Tensor] = []
     state.prompt_lengths = [len(r) for r in rows]
     state.phase, state.step = "prefill", 0
-    residual = model(tokens, attention_mask=mask, past_kv_cache=cache, stop_at_layer=n_layers)
+    logits = lm.decode_step(tokens, mask, cache)
     for step in range(max_new_tokens):
-        next_ids = _choose(_last_logits(model, residual), greedy, top_k, temperature, generator)
+        next_ids = _choose(logits, greedy, top_k, temperature, generator)
         next_ids = torch.where(finished, torch.full_like(next_ids, lm.pad_token_id), next_ids)
         produced.append(next_ids)
         if stop_tensor is not None:
@@ -305,8 +202,7 @@ def _generate_batch(
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
         state.phase, state.step = "decode", step + 1
-        residual = model(next_ids[:, None], attention_mask=torch.ones((batch, 1), dtype=torch.long, device=device),
-                         past_kv_cache=cache, stop_at_layer=n_layers)
+        logits = lm.decode_step(next_ids[:, None], torch.ones((batch, 1), dtype=torch.long, device=device), cache)
     state.phase = "idle"
     out = torch.stack(produced, dim=1).tolist()
     results: list[list[int]] = []
@@ -335,6 +231,7 @@ def generate(
     stop_at_eos: bool = True,
     state: GenerationState | None = None,
     progress: bool | None = False,
+    keep_fast_layout: bool = False,
 ) -> Generation:
     """Generate continuations of many prompts, batched and KV-cached, with TransformerLens hooks active.
 
@@ -351,6 +248,8 @@ def generate(
         stop_at_eos: stop a row at EOS / end-of-turn (the stop token is not returned).
         state: a :class:`GenerationState` updated as the generation runs, for hooks that read it.
         progress: show a progress bar over batches.
+        keep_fast_layout: keep the backend's re-laid weight copies after returning (for a sweep of many
+            generations; call ``lm.release_memory()`` when done). By default they are freed.
 
     Returns:
         :class:`Generation` with texts and token ids in the order of ``prompts``.
@@ -393,18 +292,22 @@ def generate(
 
         iterator = tqdm(batches, desc="generate", unit="batch")
     started = time.perf_counter()
-    with torch.inference_mode(), fast_weight_layout(lm.model), lm.model.hooks(fwd_hooks=list(fwd_hooks)):
-        for members in iterator:
-            state.batch_rows = list(members)
-            produced, steps = _generate_batch(
-                lm, [rows[i] for i in members], max_new_tokens, greedy=greedy, top_k=top_k,
-                temperature=temperature, generator=generator, stops=stops, state=state,
-            )
-            for index, ids in zip(members, produced, strict=True):
-                outputs[index] = ids
-            new_tokens += len(members) * steps
+    try:
+        with torch.inference_mode(), lm.generation_context(), lm.hooks(list(fwd_hooks)):
+            for members in iterator:
+                state.batch_rows = list(members)
+                produced, steps = _generate_batch(
+                    lm, [rows[i] for i in members], max_new_tokens, greedy=greedy, top_k=top_k,
+                    temperature=temperature, generator=generator, stops=stops, state=state,
+                )
+                for index, ids in zip(members, produced, strict=True):
+                    outputs[index] = ids
+                new_tokens += len(members) * steps
+    finally:
+        if not keep_fast_layout:
+            lm.release_memory()
     seconds = time.perf_counter() - started
     token_ids = [outputs[i] for i in range(len(rows))]
-    texts = [lm.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+    texts = [lm.decode(ids) for ids in token_ids]
     return Generation(texts=texts, token_ids=token_ids, prompt_ids=rows, seconds=seconds,
                       new_tokens=max(new_tokens, 1))

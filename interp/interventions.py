@@ -1,7 +1,8 @@
 """Head interventions: ablate, scale, patch and edit attention heads with TransformerLens hooks.
 
 Every intervention is a list of ``(hook_name, hook_fn)`` pairs, or a context manager that installs such a
-list through ``model.hooks(...)`` and removes exactly those hooks on exit (also on exceptions). Nothing
+list through the backend's :meth:`~interp.backends.Backend.hooks` and removes exactly those hooks on exit
+(also on exceptions). Nothing
 is ever mutated in place: weights stay as loaded. Contexts nest and compose (the hooks of an inner
 context run after those of an outer one on the same hook point).
 
@@ -29,8 +30,8 @@ Ablation vocabulary (METHODS.md §0, §1.1, §1.5, §2.1), for a head ``(layer, 
 
 General edits: :func:`head_z_edit` (a function of one head's ``z``) and :func:`head_output_edit` (a
 function of one head's d_model output ``z·W_O``, e.g. :func:`project_out` of some directions) return
-hook pairs; install them with :func:`apply_hooks`, which switches TransformerLens's per-head
-``hook_result`` on only while it is needed.
+hook pairs; install them with :func:`apply_hooks` (the backend switches per-head ``hook_result`` on only
+while it is needed).
 
 Batched scans use :func:`layer_edit_hooks`, whose selection mask may differ per batch row, so several
 heads' ablations run in one forward pass on stacked copies of a batch.
@@ -68,7 +69,7 @@ HookPair = tuple[str, Callable[..., Any]]
 Mode = Literal["zero", "mean", "resample", "scale_output", "scale_value", "scale_query", "uniform"]
 
 #: Every ablation mode :func:`ablate_heads` accepts.
-MODES: tuple[str, ...] = ("zero", "mean", "resample", "scale_output", "scale_value", "scale_query", "uniform")
+ABLATION_MODES: tuple[str, ...] = ("zero", "mean", "resample", "scale_output", "scale_value", "scale_query", "uniform")
 #: Default ε for the two Safety-Heads operators (the Sahara default); ``scale_value`` needs an explicit α.
 DEFAULT_EPS: dict[str, float] = {"scale_query": 1e-5, "scale_output": 1e-5}
 _Z_MODES = ("zero", "mean", "resample", "scale_output", "scale_value")
@@ -107,8 +108,8 @@ def check_heads(lm: LoadedModel, heads: Sequence[Head] | Head) -> list[Head]:
 
 
 def _check_mode(mode: str, eps: float | None) -> float:
-    if mode not in MODES:
-        raise OptionError(f"unknown ablation mode {mode!r}: choose one of {', '.join(MODES)}")
+    if mode not in ABLATION_MODES:
+        raise OptionError(f"unknown ablation mode {mode!r}: choose one of {', '.join(ABLATION_MODES)}")
     if eps is None:
         if mode == "scale_value":
             raise OptionError("mode 'scale_value' needs a scale factor: pass eps=alpha (e.g. 0.0, 0.5 or 2.0)")
@@ -208,7 +209,7 @@ def head_means(
                 total, count = weighted.sum(dim=(0, 1)), mask.sum()
             sums[layer] = total if layer not in sums else sums[layer] + total
             counts[layer] = count if layer not in counts else counts[layer] + count
-    dtype = next(lm.model.parameters()).dtype
+    dtype = lm.dtype
     means: dict[int, Tensor] = {}
     for layer in chosen:
         if per_position:
@@ -257,10 +258,9 @@ def _capture_z(lm: LoadedModel, batch: TokenBatch, layers: Sequence[int]) -> dic
 # ----------------------------------------------------------------------------------------------------
 def query_hook_name(lm: LoadedModel, layer: int) -> str:
     """Where ``scale_query`` acts: ``hook_rot_q`` (rotary), ``hook_q``, or the scores (q-norm, no RoPE)."""
-    cfg = lm.model.cfg
-    if cfg.positional_embedding_type == "rotary":
+    if lm.facts.positional == "rotary":
         return f"blocks.{layer}.attn.hook_rot_q"
-    if getattr(cfg, "use_qk_norm", False):
+    if lm.facts.qk_norm:
         return f"blocks.{layer}.attn.hook_attn_scores"
     return f"blocks.{layer}.attn.hook_q"
 
@@ -366,21 +366,14 @@ def apply_hooks(lm: LoadedModel, hooks: Sequence[HookPair]) -> Iterator[LoadedMo
     Example:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
+        >>> batch = lm.tokenize(["hi"])
         >>> with apply_hooks(lm, ablation_hooks(lm, [(0, 0)])):
-        ...     _ = lm.forward(lm.tokenize(["hi"]))
-        >>> lm.model.blocks[0].attn.hook_z.fwd_hooks
-        []
+        ...     ablated = lm.forward(batch)
+        >>> bool((ablated != lm.forward(batch)).any())   # removed on exit
+        True
     """
-    needs_result = any(name.endswith("hook_result") for name, _ in hooks)
-    previous = bool(getattr(lm.model.cfg, "use_attn_result", False))
-    try:
-        if needs_result and not previous:
-            lm.model.set_use_attn_result(True)
-        with lm.model.hooks(fwd_hooks=list(hooks)):
-            yield lm
-    finally:
-        if needs_result and not previous:
-            lm.model.set_use_attn_result(False)
+    with lm.hooks(list(hooks)):
+        yield lm
 
 
 @contextlib.contextmanager
@@ -396,7 +389,7 @@ def ablate_heads(
 
     Args:
         heads: ``(layer, head)`` pairs (query-head indices for grouped-query models).
-        mode: one of :data:`MODES`.
+        mode: one of :data:`ABLATION_MODES`.
         eps: the factor of the scale modes (defaults: 1e-5 for ``scale_query``/``scale_output``;
             ``scale_value`` needs it).
         reference: :func:`head_means` for ``mean``; :func:`cache_head_outputs` for ``resample``.

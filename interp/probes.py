@@ -8,8 +8,8 @@ prompts — the opposite of ``run_with_cache`` over everything.
 Padding: batches are right-padded. Padded keys are masked inside attention; padded query rows are
 computed but every reducer receives a mask of real positions and ignores them.
 
-Hooks are installed through ``model.hooks(...)``, which removes them on success, on exceptions and on
-Ctrl-C. ``hook_result`` is switched on only for the run that needs it and switched back afterwards.
+Hooks are installed through the backend's :meth:`~interp.backends.Backend.hooks`, which removes them on
+success, on exceptions and on Ctrl-C, and switches per-head ``hook_result`` on only while it is needed.
 
 Example:
     >>> import interp
@@ -290,12 +290,7 @@ def run_probe(
     for reducer in reducers:
         for name in reducer.hook_names:
             by_hook.setdefault(name, []).append(reducer)
-    known = set(lm.model.hook_dict)
-    unknown = sorted(set(by_hook) - known)
-    if unknown:
-        from interp.errors import OptionError
-
-        raise OptionError(f"unknown hook name(s) {unknown[:3]}: use TransformerLens names such as blocks.0.attn.hook_pattern")
+    lm.check_hook_names(list(by_hook))
     needs_logits = any(r.needs_logits for r in reducers)
     layers = [hook_layer(name) for name in by_hook]
     stop_at: int | None = None
@@ -315,33 +310,27 @@ def run_probe(
         return hook
 
     fwd_hooks = [(name, make_hook(name)) for name in by_hook]
-    needs_result = any(name.endswith("hook_result") for name in by_hook)
-    previous_use_result = bool(getattr(lm.model.cfg, "use_attn_result", False))
     all_batches = batches(lm, token_rows, batch_size)
     show = sys.stderr.isatty() if progress is None else progress
     from tqdm.auto import tqdm
 
     n_tokens = 0
     try:
-        if needs_result:
-            lm.model.set_use_attn_result(True)
-        with torch.inference_mode():
+        with torch.inference_mode(), lm.hooks(fwd_hooks):
             for batch in tqdm(all_batches, desc=description, disable=not show, unit="batch"):
                 current["batch"] = batch
                 for reducer in reducers:
                     reducer.begin_batch(batch)
                 if stop_at is not None:
-                    out = lm.forward(batch, fwd_hooks=fwd_hooks, stop_at_layer=stop_at)
+                    out = lm.forward(batch, stop_at_layer=stop_at)
                     logits = None
                 else:
-                    out = lm.forward(batch, fwd_hooks=fwd_hooks, return_type="logits" if needs_logits else None)
+                    out = lm.forward(batch, return_type="logits" if needs_logits else None)
                     logits = out if needs_logits else None
                 del out
                 for reducer in reducers:
                     reducer.end_batch(batch, logits)
                 n_tokens += int(batch.lengths.sum())
     finally:
-        if needs_result:
-            lm.model.set_use_attn_result(previous_use_result)
         current.clear()
     return n_tokens

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from interp.errors import HubUnavailableError, InterpUserError, OptionError
-from interp.models import LoadedModel, build_checked_cache, cache_dir
+from interp.models import LoadedModel, TokenBatch, build_checked_cache, cache_dir
 
 SAE_FORMAT_VERSION = 1
 
@@ -318,7 +318,7 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
         steps = max(1, activation_tokens * epochs // batch)
         cfg = LanguageModelSAERunnerConfig(
             sae=TopKTrainingSAEConfig(
-                d_in=int(lm.cfg.d_model), d_sae=settings["d_sae"], k=settings["k"], dtype="float32", device=device,
+                d_in=lm.d_model, d_sae=settings["d_sae"], k=settings["k"], dtype="float32", device=device,
                 normalize_activations="expected_average_only_in", apply_b_dec_to_input=True,
             ),
             model_name=lm.name,
@@ -357,7 +357,8 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
         )
         sink = io.StringIO()
         with _quiet(), contextlib.redirect_stdout(sink) if progress is False else contextlib.nullcontext():
-            runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=lm.model)
+            runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset,
+                                                    override_model=lm.native_model())
             trained = runner.run()
     trained = trained.eval()
     # The inference SAE: same weights, without the training-only parts.
@@ -385,8 +386,9 @@ def _cache_activations(lm: LoadedModel, hook_name: str, dataset: Any, n_tokens: 
     bar = tqdm(total=n_tokens, desc=f"caching {hook_name} activations", unit="tok", disable=progress is False)
     for start in range(0, len(rows), 16):
         tokens = rows[start:start + 16]
-        _, cache = lm.model.run_with_cache(tokens.to(lm.device), names_filter=[hook_name], stop_at_layer=layer + 1)
-        acts = cache[hook_name].float().cpu()[~torch.isin(tokens, special)]
+        batch = TokenBatch(tokens, torch.ones_like(tokens), torch.full((len(tokens),), tokens.shape[1]))
+        acts = lm.capture(batch, [hook_name], stop_at_layer=layer + 1)[hook_name].float().cpu()
+        acts = acts[~torch.isin(tokens, special)]
         parts.append(acts)
         have += acts.shape[0]
         bar.update(acts.shape[0])
@@ -437,7 +439,7 @@ def sae_quality(lm: LoadedModel, sae: Any, hook_name: str, texts: Sequence[str] 
     if not texts:
         raise InterpUserError("sae_quality needs at least one evaluation text")
     sum_sq_err = 0.0
-    sum_x = torch.zeros(int(lm.cfg.d_model), dtype=torch.float64)
+    sum_x = torch.zeros(lm.d_model, dtype=torch.float64)
     sum_x2 = torch.zeros((), dtype=torch.float64)
     l0_total = 0.0
     n_tokens = 0

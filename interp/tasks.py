@@ -142,7 +142,7 @@ def ordinary_token_pool(lm: LoadedModel, limit: int = 30000) -> list[int]:
     key = (lm.name, id(lm.tokenizer))
     if key in _POOLS:
         return _POOLS[key]
-    vocab = min(int(lm.model.cfg.d_vocab), limit)
+    vocab = min(lm.d_vocab, limit)
     special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
     texts = lm.tokenizer.batch_decode([[i] for i in range(vocab)])
     pool = [i for i, t in enumerate(texts) if i not in special and _WORDLIKE.match(t)]

@@ -1,4 +1,9 @@
-"""Shared test setup: offline hubs, no wandb, deterministic and polite CPU use."""
+"""Shared test setup: offline hubs, no wandb, deterministic and polite CPU use, and the backend under test.
+
+The unit suite runs once per backend: ``pytest --backend hooked`` or ``pytest --backend bridge`` (the
+default is the suite's default backend). The option sets ``INTERP_BACKEND``, so every
+``interp.load_model`` in the run uses that backend unless a test names one.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,30 @@ import torch  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", default=None, choices=("hooked", "bridge"),
+                     help="the model backend every test loads by default (INTERP_BACKEND)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    chosen = config.getoption("--backend")
+    if chosen:
+        os.environ["INTERP_BACKEND"] = chosen
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from interp.backends import DEFAULT_BACKEND
+
+    return f"interp backend: {os.environ.get('INTERP_BACKEND', DEFAULT_BACKEND)}"
+
+
+@pytest.fixture(scope="session")
+def backend_name() -> str:
+    from interp.backends import DEFAULT_BACKEND
+
+    return os.environ.get("INTERP_BACKEND", DEFAULT_BACKEND)
 
 
 @pytest.fixture(scope="session")

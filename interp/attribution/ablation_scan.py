@@ -154,10 +154,7 @@ def rows_from_logits(
 
 
 def _unembed(lm: LoadedModel, normalized: Tensor) -> Tensor:
-    from transformer_lens.utilities.activation_functions import apply_softcap
-
-    logits = lm.model.unembed(normalized)
-    return apply_softcap(logits, lm.model.cfg.output_logits_soft_cap)
+    return lm.unembed(normalized)
 
 
 def rows_from_resid(
@@ -177,8 +174,8 @@ def rows_from_resid(
         correct, incorrect = _repeat(tt.correct, k), _repeat(tt.incorrect, k)
         assert correct is not None and incorrect is not None
         last = normalized[:, -1]
-        return {"logit_diff": (_logits_of(lm, last, correct) - _logits_of(lm, last, incorrect)).double()}, None
-    vocab = int(lm.model.cfg.d_vocab_out)
+        return {"logit_diff": (lm.logits_for(last, correct) - lm.logits_for(last, incorrect)).double()}, None
+    vocab = lm.d_vocab
     per_row = normalized.shape[1] * vocab * 8  # float64 log-probs
     chunk = max(1, LOGIT_BUDGET_BYTES // max(per_row, 1))
     parts: list[dict[str, Tensor]] = []
@@ -246,20 +243,7 @@ def final_vectors(lm: LoadedModel, resid: Tensor, tt: TaskTensors, k: int = 1) -
     positions = _repeat(_score_positions(tt), k)
     assert positions is not None
     picked = resid.gather(1, positions.to(resid.device)[..., None].expand(-1, -1, resid.shape[-1]))
-    return lm.model.ln_final(picked) if lm.model.cfg.normalization_type is not None else picked
-
-
-def _logits_of(lm: LoadedModel, vectors: Tensor, tokens: Tensor) -> Tensor:
-    """``logit[token]`` of each vector by a direct dot product with that column of ``W_U`` (soft-cap applied).
-
-    Used when only the logit difference is needed (no pass over the vocabulary at all).
-    """
-    from transformer_lens.utilities.activation_functions import apply_softcap
-
-    model = lm.model
-    tokens = tokens.to(vectors.device)
-    logits = (vectors * model.W_U[:, tokens].T).sum(-1) + model.b_U[tokens]
-    return apply_softcap(logits, model.cfg.output_logits_soft_cap)
+    return lm.final_norm(picked)
 
 
 def _streamed_vocab_stats(
@@ -274,10 +258,8 @@ def _streamed_vocab_stats(
     ``weights`` for vector ``i`` (−1: none). ``wanted`` ``[n, j]`` lists token ids whose logits are returned
     (−1: none), read from the same matrix product as the log-sum-exp.
     """
-    from transformer_lens.utilities.activation_functions import apply_softcap
-
-    model = lm.model
-    n, vocab = vectors.shape[0], int(model.cfg.d_vocab_out)
+    w_u, b_u = lm.W_U, lm.b_U
+    n, vocab = vectors.shape[0], int(w_u.shape[1])
     chunk = max(1024, LOGIT_BUDGET_BYTES // max(1, n * vectors.element_size()))
     running_max = torch.full((n,), -float("inf"), dtype=vectors.dtype, device=vectors.device)
     running_sum = torch.zeros(n, dtype=torch.float64, device=vectors.device)
@@ -289,8 +271,7 @@ def _streamed_vocab_stats(
     picked = torch.zeros(wanted.shape, dtype=vectors.dtype, device=vectors.device)
     for start in range(0, vocab, chunk):
         stop = min(vocab, start + chunk)
-        logits = vectors @ model.W_U[:, start:stop] + model.b_U[start:stop]
-        logits = apply_softcap(logits, model.cfg.output_logits_soft_cap)
+        logits = lm.softcap(vectors @ w_u[:, start:stop] + b_u[start:stop])
         inside = (wanted >= start) & (wanted < stop)
         if bool(inside.any()):
             local = (wanted - start).clamp(0, stop - start - 1)
@@ -331,7 +312,8 @@ def rows_from_vectors(
     if set(metrics) == {"logit_diff"} and tt.has_answers:  # two columns of W_U suffice
         assert tt.correct is not None and tt.incorrect is not None
         last = vectors[:, -1]
-        return {"logit_diff": (_logits_of(lm, last, tt.correct[example]) - _logits_of(lm, last, tt.incorrect[example])).double()}
+        diff = lm.logits_for(last, tt.correct[example]) - lm.logits_for(last, tt.incorrect[example])
+        return {"logit_diff": diff.double()}
     # Tokens whose logits are needed: the target at target columns; correct and incorrect at the answer.
     wanted = torch.full((rows, width, 2), -1, dtype=torch.long)
     wanted[:, :-1, 0] = torch.where(tt.target_mask[example], tt.target_tokens[example], -1)
@@ -460,9 +442,8 @@ def ablation_scan(
                     selection[i * batch_size : (i + 1) * batch_size, head] = 1.0
                 hooks = layer_edit_hooks(lm, layer, selection, mode, eps=eps, reference=reference)
                 resid = cache[layer].repeat(k, 1, 1)
-                with lm.model.hooks(fwd_hooks=hooks):
-                    final = lm.model(resid, start_at_layer=layer, stop_at_layer=lm.n_layers,
-                                     attention_mask=mask.repeat(k, 1))
+                final = lm.forward(residual=resid, start_at_layer=layer, stop_at_layer=lm.n_layers,
+                                   attention_mask=mask.repeat(k, 1), fwd_hooks=hooks)
                 vectors = final_vectors(lm, final, tt, k)
                 pending.append(([(layer, head) for head in group], vectors))
                 pending_bytes += vectors.numel() * vectors.element_size()
@@ -485,7 +466,7 @@ def naive_ablation_scan(
     metrics: Sequence[str] = METRICS,
     heads: Sequence[Head] | None = None,
 ) -> ScanResult:
-    """The peer: one full ``run_with_hooks`` pass per head, metrics from the full logits.
+    """The peer: one full forward pass per head with the ablation hooks, metrics from the full logits.
 
     The metrics are reduced in float64 (the forward passes run in the model's dtype), so that the
     comparison with the fast scan is not limited by float32 error in a 262k-way log-softmax.
@@ -496,7 +477,6 @@ def naive_ablation_scan(
     tt = task.tensors(lm) if isinstance(task, Task) else task
     chosen = check_metrics(tt, metrics)
     by_layer = _heads_to_scan(lm, heads)
-    tokens, mask = tt.batch.tokens.to(lm.device), tt.batch.attention_mask.to(lm.device)
     positions = _score_positions(tt).to(lm.device)
     values = {m: torch.full((lm.n_layers, lm.n_heads), float("nan"), dtype=torch.float64) for m in chosen}
 
@@ -504,16 +484,15 @@ def naive_ablation_scan(
         return logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
 
     with torch.inference_mode():
-        clean_logits = scored_logits(lm.model(tokens, attention_mask=mask))
+        clean_logits = scored_logits(lm.forward(tt.batch))
         clean_logprobs = torch.log_softmax(clean_logits[:, -1].double(), dim=-1)
         clean_rows = rows_from_logits(clean_logits, tt, chosen, clean_logprobs)
         clean = {m: float(v[0]) for m, v in aggregate(clean_rows, 1).items()}
         passes = 1
         for layer, layer_heads in sorted(by_layer.items()):
             for head in layer_heads:
-                logits = lm.model.run_with_hooks(
-                    tokens, attention_mask=mask,
-                    fwd_hooks=ablation_hooks(lm, [(layer, head)], mode, eps=eps, reference=reference))
+                logits = lm.forward(tt.batch, fwd_hooks=ablation_hooks(lm, [(layer, head)], mode, eps=eps,
+                                                                       reference=reference))
                 per_copy = aggregate(rows_from_logits(scored_logits(logits), tt, chosen, clean_logprobs), 1)
                 for metric in chosen:
                     values[metric][layer, head] = float(per_copy[metric][0])

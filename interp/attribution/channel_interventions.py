@@ -62,11 +62,12 @@ WriteEdit = Callable[[Tensor], Tensor]
 # ----------------------------------------------------------------------------------------------------
 
 
-def _post_norm(lm: LoadedModel, layer: int) -> Any | None:
-    block = lm.model.blocks[layer]
-    if getattr(lm.model.cfg, "use_normalization_before_and_after", False):
-        return getattr(block, "ln1_post", None)
-    return None
+def _post_gain(lm: LoadedModel, layer: int) -> Tensor | None:
+    """The post-attention norm's effective gain of ``layer`` (None without such a norm)."""
+    spec = lm.post_attn_norm_spec(layer)
+    if spec is None:
+        return None
+    return spec.gain if spec.gain is not None else torch.ones(lm.d_model, dtype=lm.dtype)
 
 
 @contextmanager
@@ -95,8 +96,9 @@ def edit_head_writes(lm: LoadedModel, edits: Mapping[Head, WriteEdit], *, space:
     hooks: list[tuple[str, Callable]] = []
     for layer, head_edits in by_layer.items():
         captured: dict[str, Tensor] = {}
-        w_o = lm.model.blocks[layer].attn.W_O  # [head, d_head, d_model]
-        post = _post_norm(lm, layer)
+        w_o = lm.head_weights(layer).W_O.to(lm.device)  # [head, d_head, d_model]
+        gain = _post_gain(lm, layer)
+        post = None if gain is None else gain.to(lm.device)
 
         def capture_z(z: Tensor, hook: Any, captured: dict[str, Tensor] = captured) -> None:
             captured["z"] = z
@@ -113,9 +115,9 @@ def edit_head_writes(lm: LoadedModel, edits: Mapping[Head, WriteEdit], *, space:
                 if post is None:
                     delta = delta + edit(share.to(out.dtype))
                 elif space == "residual":
-                    delta = delta + edit((share / captured["scale"] * post.w).to(out.dtype))
+                    delta = delta + edit((share / captured["scale"] * post).to(out.dtype))
                 else:
-                    delta = delta + (edit(share) / captured["scale"] * post.w).to(out.dtype)
+                    delta = delta + (edit(share) / captured["scale"] * post).to(out.dtype)
             captured.pop("scale", None)
             return out + delta
 
@@ -123,7 +125,7 @@ def edit_head_writes(lm: LoadedModel, edits: Mapping[Head, WriteEdit], *, space:
         if post is not None:
             hooks.append((f"blocks.{layer}.ln1_post.hook_scale", capture_scale))
         hooks.append((f"blocks.{layer}.hook_attn_out", edit_out))
-    with lm.model.hooks(fwd_hooks=hooks):
+    with lm.hooks(hooks):
         yield
 
 
@@ -175,8 +177,8 @@ def add_to_head_write(lm: LoadedModel, layer: int, head: int, vector: Tensor,
     """Context manager: add ``vector`` (``[d_model]``) to what head ``layer.head`` writes at ``positions``
     (all positions when None)."""
     vec = vector.reshape(-1).to(lm.device)
-    if vec.shape[0] != lm.model.cfg.d_model:
-        raise OptionError(f"the vector has {vec.shape[0]} entries but d_model is {lm.model.cfg.d_model}")
+    if vec.shape[0] != lm.d_model:
+        raise OptionError(f"the vector has {vec.shape[0]} entries but d_model is {lm.d_model}")
 
     def edit(share: Tensor) -> Tensor:
         delta = torch.zeros_like(share)

@@ -70,7 +70,7 @@ from interp.models import LoadedModel
 from interp.results import tidy_frame
 
 Mode = Literal["Q", "K", "V"]
-MODES: tuple[str, ...] = ("Q", "K", "V")
+COMPOSITION_MODES: tuple[str, ...] = ("Q", "K", "V")
 Head = tuple[int, int]
 
 
@@ -80,7 +80,7 @@ Head = tuple[int, int]
 
 
 def _check_decoder(lm: LoadedModel) -> None:
-    if not hasattr(lm.model, "blocks") or getattr(lm.model.cfg, "attn_only", None) is None:
+    if lm.n_layers < 1:
         raise OptionError(f"{lm.name} has no attention blocks this analysis can read")
 
 
@@ -89,7 +89,7 @@ def head_factors(
 ) -> tuple[Float[Tensor, "layer head d_model d_head"], Float[Tensor, "layer head d_head d_model"]]:
     """The two factors ``(A, B)`` with ``A @ B`` = every head's OV (``W_V, W_O``) or QK (``W_Q, W_Kᵀ``).
 
-    GQA key/value weights come expanded per query head (TransformerLens's ``W_K``/``W_V`` properties).
+    GQA key/value weights come expanded per query head (:meth:`~interp.backends.Backend.head_weights`).
     ``effective`` folds a post-attention norm weight into ``W_O`` and q/k-norm weights into ``W_Q``/``W_K``.
 
     Example:
@@ -101,25 +101,22 @@ def head_factors(
     if which not in ("OV", "QK"):
         raise OptionError(f"unknown matrix {which!r}: use 'OV' or 'QK'")
     _check_decoder(lm)
-    model = lm.model
-    cfg = model.cfg
     lefts, rights = [], []
     with torch.no_grad():
-        for block in model.blocks:
-            attn = block.attn
+        for layer in range(lm.n_layers):
+            weights = lm.head_weights(layer)
             if which == "OV":
-                left = attn.W_V.detach()
-                right = attn.W_O.detach()
-                post = getattr(block, "ln1_post", None) if getattr(cfg, "use_normalization_before_and_after", False) else None
-                if effective and post is not None and hasattr(post, "w"):
-                    right = right * post.w.detach()[None, None, :]
+                left = weights.W_V
+                right = weights.W_O
+                if effective and weights.post_gain is not None:
+                    right = right * weights.post_gain.to(right)[None, None, :]
             else:
-                w_q, w_k = attn.W_Q.detach(), attn.W_K.detach()
-                if effective and getattr(cfg, "use_qk_norm", False) and getattr(attn, "q_norm", None) is not None:
-                    q_gain, k_gain = attn.q_norm.w.detach(), attn.k_norm.w.detach()
-                    if q_gain.shape[-1] == cfg.d_head and k_gain.shape[-1] == cfg.d_head:
-                        w_q = w_q * q_gain
-                        w_k = w_k * k_gain
+                w_q, w_k = weights.W_Q, weights.W_K
+                q_gain, k_gain = weights.q_gain, weights.k_gain
+                if effective and q_gain is not None and k_gain is not None and \
+                        q_gain.shape[-1] == lm.d_head and k_gain.shape[-1] == lm.d_head:
+                    w_q = w_q * q_gain.to(w_q)
+                    w_k = w_k * k_gain.to(w_k)
                 left = w_q
                 right = w_k.transpose(-2, -1)
             lefts.append(left)
@@ -443,7 +440,7 @@ def composition_scores(
     """Q-, K- or V-composition scores of all writer/reader pairs, per OV component too, with a baseline.
 
     Args:
-        lm: a decoder (``HookedTransformer``).
+        lm: a decoder model.
         mode: ``"Q"``, ``"K"`` or ``"V"`` (TransformerLens's meaning: the writer's output feeds the reader's
             queries, keys or values).
         effective: fold post-attention and q/k norm weights into the matrices (see the module notes).
@@ -454,11 +451,11 @@ def composition_scores(
     Example:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
-        >>> ours = composition_scores(lm, "Q", effective=False, baseline_samples=10).scores
-        >>> bool((ours - lm.model.all_composition_scores("Q")).abs().max() < 1e-5)
-        True
+        >>> scores = composition_scores(lm, "Q", effective=False, baseline_samples=10).scores
+        >>> tuple(scores.shape)   # [writer layer, writer head, reader layer, reader head]
+        (2, 4, 2, 4)
     """
-    if mode not in MODES:
+    if mode not in COMPOSITION_MODES:
         raise OptionError(f"unknown composition mode {mode!r}: use one of Q, K, V")
     if ov is None:
         ov = head_svd(lm, "OV", effective=effective)
@@ -517,7 +514,7 @@ class ChannelAnalysis:
         return tidy_frame(frame, extra_columns=("reader_layer", "reader_head", "mode", "component"))
 
 
-def svd_channels(lm: LoadedModel, modes: Sequence[str] = MODES, *, effective: bool = True,
+def svd_channels(lm: LoadedModel, modes: Sequence[str] = COMPOSITION_MODES, *, effective: bool = True,
                  baseline_samples: int = 100, seed: int = 0) -> ChannelAnalysis:
     """Head SVDs (OV and QK) and composition scores for ``modes``, sharing the SVDs across modes.
 
@@ -527,7 +524,7 @@ def svd_channels(lm: LoadedModel, modes: Sequence[str] = MODES, *, effective: bo
         >>> sorted(channels.composition)
         ['K', 'Q', 'V']
     """
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in COMPOSITION_MODES]
     if unknown or not modes:
         raise OptionError(f"unknown composition mode(s) {unknown or list(modes)}: use a subset of Q, K, V")
     ov = head_svd(lm, "OV", effective=effective)

@@ -98,7 +98,7 @@ def gradient_importance(lm: LoadedModel, task: Task | TaskTensors) -> GradientIm
     """
     tt = _tensors(lm, task)
     check_metrics(tt, ("loss",))
-    dtype = next(lm.model.parameters()).dtype
+    dtype = lm.dtype
     gates = torch.ones(lm.n_layers, len(tt.batch), lm.n_heads, dtype=dtype, device=lm.device, requires_grad=True)
 
     def edit(layer: int, z: Tensor) -> Tensor:
@@ -210,23 +210,6 @@ class LogitAttribution:
         return float((self.total - self.logit_diff).abs().max())
 
 
-def _norm_linear(module: Any, x: Tensor, scale: Tensor) -> Tensor:
-    """The linear part of a TransformerLens norm with its scale frozen (centering, 1/scale, weight)."""
-    name = type(module).__name__
-    if name in ("LayerNorm", "LayerNormPre"):
-        x = x - x.mean(-1, keepdim=True)
-    elif name not in ("RMSNorm", "RMSNormPre"):
-        raise OptionError(f"direct logit attribution does not support the {name} normalisation")
-    out = x / scale
-    weight = getattr(module, "w", None)
-    return out * weight if weight is not None else out
-
-
-def _norm_bias(module: Any, d_model: int, like: Tensor) -> Tensor:
-    bias = getattr(module, "b", None)
-    return bias.to(like) if bias is not None else torch.zeros(d_model, dtype=like.dtype, device=like.device)
-
-
 def direct_logit_attribution(lm: LoadedModel, task: Task | TaskTensors) -> LogitAttribution:
     """Per-head DLA of the logit difference, with every other component so the parts sum to the whole.
 
@@ -240,14 +223,14 @@ def direct_logit_attribution(lm: LoadedModel, task: Task | TaskTensors) -> Logit
     """
     tt = _tensors(lm, task)
     check_metrics(tt, ("logit_diff",))
-    model, cfg = lm.model, lm.model.cfg
-    if cfg.normalization_type is None:
+    final_norm = lm.final_norm_spec()
+    if final_norm is None:
         raise OptionError("direct logit attribution needs a model with a final norm")
     assert tt.answer_positions is not None and tt.correct is not None and tt.incorrect is not None
     names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale"]
     for layer in range(lm.n_layers):
         names += [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"]
-        if hasattr(model.blocks[layer], "ln1_post"):
+        if lm.post_attn_norm_spec(layer) is not None:
             names.append(f"blocks.{layer}.ln1_post.hook_scale")
     cache: dict[str, Tensor] = {}
 
@@ -270,31 +253,31 @@ def direct_logit_attribution(lm: LoadedModel, task: Task | TaskTensors) -> Logit
             return cache[name][rows_b, answer]
 
         final_scale = at_answer("ln_final.hook_scale")  # [B, 1]
-        direction = (model.W_U[:, tt.correct].T - model.W_U[:, tt.incorrect].T)  # [B, d_model]
+        w_u, b_u = lm.W_U, lm.b_U
+        direction = (w_u[:, tt.correct].T - w_u[:, tt.incorrect].T)  # [B, d_model]
 
         def project(x: Tensor) -> Tensor:
             """Logit-difference contribution of residual components ``x [B, ..., d_model]``."""
             extra = x.dim() - 2
             scale = final_scale.reshape(final_scale.shape[0], *([1] * extra), 1)
-            linear = _norm_linear(model.ln_final, x, scale)
+            linear = final_norm.linear(x, scale)
             return (linear * direction.reshape(direction.shape[0], *([1] * extra), -1)).sum(-1)
 
-        d_model = int(cfg.d_model)
-        constant = (_norm_bias(model.ln_final, d_model, direction) * direction).sum(-1)
-        constant = constant + model.b_U[tt.correct] - model.b_U[tt.incorrect]
+        constant = (final_norm.bias_or_zero(direction) * direction).sum(-1)
+        constant = constant + b_u[tt.correct] - b_u[tt.incorrect]
         heads = torch.zeros(len(tt.batch), lm.n_layers, lm.n_heads, dtype=torch.float64)
         attn_bias = torch.zeros(len(tt.batch), lm.n_layers, dtype=torch.float64)
         mlp = torch.zeros(len(tt.batch), lm.n_layers, dtype=torch.float64)
         for layer in range(lm.n_layers):
-            attn = model.blocks[layer].attn
+            weights = lm.head_weights(layer)
             z = at_answer(f"blocks.{layer}.attn.hook_z")  # [B, H, d_head]
-            result = torch.einsum("bhd,hdm->bhm", z, attn.W_O)  # [B, H, d_model]
-            bias = attn.b_O[None].expand(len(tt.batch), -1)
-            if hasattr(model.blocks[layer], "ln1_post"):
-                post = model.blocks[layer].ln1_post
+            result = torch.einsum("bhd,hdm->bhm", z, weights.W_O.to(z))  # [B, H, d_model]
+            bias = weights.b_O.to(z)[None].expand(len(tt.batch), -1)
+            post = lm.post_attn_norm_spec(layer)
+            if post is not None:
                 post_scale = at_answer(f"blocks.{layer}.ln1_post.hook_scale")  # [B, 1]
-                result = _norm_linear(post, result, post_scale[:, None])
-                bias = _norm_linear(post, bias, post_scale) + _norm_bias(post, d_model, bias)
+                result = post.linear(result, post_scale[:, None])
+                bias = post.linear(bias, post_scale) + post.bias_or_zero(bias)
             heads[:, layer] = project(result).double().cpu()
             attn_bias[:, layer] = project(bias).double().cpu()
             mlp[:, layer] = project(at_answer(f"blocks.{layer}.hook_mlp_out")).double().cpu()

@@ -58,7 +58,7 @@ Method = Literal["sae", "mean-diff"]
 LanguageIdentifier = Callable[[Sequence[str]], list[tuple[str, float]]]
 Embedder = Callable[[Sequence[str]], np.ndarray]
 
-MODES = ("add", "clamp")
+STEERING_MODES = ("add", "clamp")
 POSITIONS = ("all", "new")
 METHODS = ("sae", "mean-diff")
 
@@ -530,8 +530,8 @@ class SteeringContext:
     def spec(self, condition: Condition) -> SteeringSpec:
         """The :class:`SteeringSpec` of a condition."""
         c = condition
-        if c.mode not in MODES:
-            raise OptionError(f"mode must be one of {MODES}, got {c.mode!r}")
+        if c.mode not in STEERING_MODES:
+            raise OptionError(f"mode must be one of {STEERING_MODES}, got {c.mode!r}")
         if c.positions not in POSITIONS:
             raise OptionError(f"positions must be one of {POSITIONS}, got {c.positions!r}")
         if c.method == "sae":
@@ -691,10 +691,10 @@ def head_projections(
 ) -> tuple[Float[Tensor, "layer head"], Float[Tensor, "layer head"]]:
     """Mean projection of each head's output ``z_h·W_O[h]`` onto the unit steering direction over the
     continuation tokens, on the same (steered) text with the edit on and off. Returns (on, off)."""
-    model = lm.model
     unit = (spec.direction / spec.direction.norm().clamp_min(1e-12)).to(lm.device, torch.float32)
     # W_O[l, h] @ unit: the per-head readout of the direction, [layer, head, d_head]
-    readout = torch.einsum("lhdm,m->lhd", model.W_O.float(), unit)
+    readout = torch.stack([torch.einsum("hdm,m->hd", lm.head_weights(layer).W_O.to(unit), unit)
+                           for layer in range(lm.n_layers)])
     rows = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids, strict=True) if c]
     spans = [(len(p) - 1, len(p) - 1 + len(c)) for p, c in zip(prompt_ids, continuation_ids, strict=True) if c]
     results = []
@@ -835,16 +835,16 @@ def _cached_features(trained: Any, lm: LoadedModel, language: str, pooling: str,
                      ranking: str) -> LanguageFeatures:
     """Discovery for one (SAE, language), remembered for repeated ``steer_language`` calls (a few entries;
     keyed by object identity, checked with ``is`` so a recycled ``id`` cannot return stale features)."""
-    key = (id(lm.model), id(trained.sae), str(trained.path), language, pooling, ranking)
+    key = (id(lm), id(trained.sae), str(trained.path), language, pooling, ranking)
     hit = _FEATURE_CACHE.get(key)
-    if hit is not None and hit[0] is lm.model and hit[1] is trained.sae:
+    if hit is not None and hit[0] is lm and hit[1] is trained.sae:
         return hit[2]
     features = discover_language_features(lm, [trained], [language], pooling=pooling, top_k=5,
                                           standardise=ranking == "standardised",
                                           monolinguality=ranking == "monolinguality")
     while len(_FEATURE_CACHE) >= 8:
         _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
-    _FEATURE_CACHE[key] = (lm.model, trained.sae, features)
+    _FEATURE_CACHE[key] = (lm, trained.sae, features)
     return features
 
 

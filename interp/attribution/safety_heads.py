@@ -58,7 +58,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import OptionError, PromptError
-from interp.interventions import MODES, ablate_heads, check_heads, layer_edit_hooks
+from interp.interventions import ABLATION_MODES, ablate_heads, check_heads, layer_edit_hooks
 from interp.models import LoadedModel, TokenBatch
 from interp.results import tidy_frame
 
@@ -175,20 +175,15 @@ def _batches(lm: LoadedModel, rows: Sequence[Sequence[int]], batch_size: int) ->
 
 def _finish(lm: LoadedModel, residual: Tensor, last: Tensor, want_logits: bool) -> tuple[Tensor, Tensor | None]:
     """Final norm (and unembedding) of each row's last real position."""
-    model = lm.model
     picked = residual[torch.arange(residual.shape[0]), last.to(residual.device)][:, None, :]
-    states = model.ln_final(picked) if model.cfg.normalization_type is not None else picked
-    logits = None
-    if want_logits:
-        from transformer_lens.utilities.activation_functions import apply_softcap
-
-        logits = apply_softcap(model.unembed(states), model.cfg.output_logits_soft_cap)[:, 0]
+    states = lm.final_norm(picked)
+    logits = lm.unembed(states)[:, 0] if want_logits else None
     return states[:, 0], logits
 
 
 def _run_layers(lm: LoadedModel, residual: Tensor, mask: Tensor, start: int, hooks: list) -> Tensor:
-    with lm.model.hooks(fwd_hooks=hooks):
-        return lm.model(residual, start_at_layer=start, stop_at_layer=lm.n_layers, attention_mask=mask)
+    return lm.forward(residual=residual, start_at_layer=start, stop_at_layer=lm.n_layers, attention_mask=mask,
+                      fwd_hooks=hooks)
 
 
 def _full_run(lm: LoadedModel, item: _Batch, hooks: list, keep_from: int | None) -> tuple[dict[int, Tensor], Tensor, Tensor]:
@@ -204,9 +199,7 @@ def _full_run(lm: LoadedModel, item: _Batch, hooks: list, keep_from: int | None)
 
     layers = range(keep_from, lm.n_layers) if keep_from is not None else range(0)
     capture = [(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in layers]
-    mask = item.batch.attention_mask.to(lm.device)
-    with lm.model.hooks(fwd_hooks=list(hooks) + capture):
-        residual = lm.model(item.batch.tokens.to(lm.device), attention_mask=mask, stop_at_layer=lm.n_layers)
+    residual = lm.forward(item.batch, fwd_hooks=list(hooks) + capture, stop_at_layer=lm.n_layers)
     states, logits = _finish(lm, residual, item.last, want_logits=True)
     assert logits is not None
     return cached, states, logits
@@ -230,7 +223,7 @@ def _group_hooks(lm: LoadedModel, group: Sequence[Head], mode: str, eps: float, 
 
 
 def _check_operator(mode: str, eps: float | None) -> float:
-    if mode not in MODES:
+    if mode not in ABLATION_MODES:
         raise OptionError(f"unknown ablation mode {mode!r}: the safety-head operators are {', '.join(SAFETY_MODES)}")
     if mode not in SAFETY_MODES:
         raise OptionError(f"mode {mode!r} is not a safety-head operator: use scale_query (undifferentiated "
@@ -580,7 +573,7 @@ def _naive_states(lm: LoadedModel, rows: Sequence[Sequence[int]], heads: Sequenc
             last = batch.lengths - 1
             index = torch.arange(len(batch))
             picked = captured["resid"][index, last][:, None]
-            final = lm.model.ln_final(picked)[:, 0] if lm.model.cfg.normalization_type is not None else picked[:, 0]
+            final = lm.final_norm(picked)[:, 0]
         states.append(final.float().cpu())
         logits.append(full[index, last].float().cpu())
     return torch.cat(states), torch.cat(logits)

@@ -14,7 +14,7 @@ import torch
 
 from interp.errors import InterpUserError, OptionError
 from interp.interventions import (
-    MODES,
+    ABLATION_MODES,
     ablate_heads,
     apply_hooks,
     cache_head_outputs,
@@ -209,4 +209,4 @@ def test_bad_input_gives_one_line_errors(tiny_gpt2) -> None:
     with pytest.raises(InterpUserError, match="no heads"):
         with ablate_heads(lm, [], mode="zero"):
             pass
-    assert set(MODES) == {"zero", "mean", "resample", "scale_output", "scale_value", "scale_query", "uniform"}
+    assert set(ABLATION_MODES) == {"zero", "mean", "resample", "scale_output", "scale_value", "scale_query", "uniform"}

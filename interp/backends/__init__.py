@@ -1,0 +1,77 @@
+"""The seam between the suite and model libraries: one protocol, one module per backend.
+
+Nothing outside this package imports ``transformer_lens`` (ruff's banned-api rule enforces it).
+
+* :mod:`interp.backends.base` — the protocol (:class:`Backend`) and its plain data;
+* :mod:`interp.backends.hooked` — TransformerLens's ``HookedTransformer`` / ``HookedEncoder``;
+* :mod:`interp.backends.bridge` — TransformerLens's ``TransformerBridge`` (accelerate's ``device_map``).
+
+Backends are imported lazily: ``import interp`` loads neither TransformerLens nor transformers.
+
+Example:
+    >>> from interp.backends import BACKENDS, DEFAULT_BACKEND
+    >>> BACKENDS, DEFAULT_BACKEND
+    (('hooked', 'bridge'), 'hooked')
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+import torch
+
+from interp.backends.base import (
+    ArchFacts,
+    Backend,
+    HeadWeights,
+    HookRef,
+    ModelInfo,
+    NormSpec,
+    TokenBatch,
+    layer_of,
+    softcap,
+)
+from interp.errors import OptionError
+
+#: Backend names, in the order the docs list them.
+BACKENDS: tuple[str, ...] = ("hooked", "bridge")
+#: The default, chosen by measurement (docs/concepts/backends.md; benchmarks/bench_backends.py).
+DEFAULT_BACKEND = "hooked"
+
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "ArchFacts", "Backend", "HeadWeights", "HookRef", "ModelInfo",
+           "NormSpec", "TokenBatch", "available_backends", "build_backend", "layer_of", "official_hub_name", "softcap"]
+
+
+def available_backends() -> list[str]:
+    """Backends the installed TransformerLens offers (transformer-lens 4 has the bridge only)."""
+    names = ["bridge"]
+    if importlib.util.find_spec("transformer_lens.HookedTransformer") is not None:
+        names.insert(0, "hooked")
+    return names
+
+
+def official_hub_name(name: str) -> str:
+    """TransformerLens's canonical hub id for an alias (``gpt2-small`` → ``gpt2``), when it knows one."""
+    try:
+        from transformer_lens.loading_from_pretrained import get_official_model_name
+    except ImportError:  # transformer-lens 4 dropped the alias table: hub ids are used as given
+        return name
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        return name
+
+
+def build_backend(name: str, source: Any, *, dtype: torch.dtype, device: str, processing: dict[str, bool],
+                  placement: dict[str, Any], started: float) -> Backend:
+    """Wrap a :class:`~interp.models.sources.ModelSource` in backend ``name``."""
+    if name not in BACKENDS:
+        raise OptionError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
+    if name not in available_backends():
+        raise OptionError(f"backend {name!r} is not in the installed transformer-lens "
+                          f"(transformer-lens 4 removed HookedTransformer): use --backend bridge")
+    module = importlib.import_module(f"interp.backends.{name}")
+    return module.build(source, dtype=dtype, device=device, processing=processing, placement=placement,
+                        started=started)

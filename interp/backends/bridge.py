@@ -1,0 +1,405 @@
+"""The ``bridge`` backend: TransformerLens's ``TransformerBridge`` over the Hugging Face model itself.
+
+The Bridge replaces a Hugging Face model's modules in place with components that carry TransformerLens
+hook points (``blocks.3.attn.hook_z`` …), so the Hugging Face code runs the model and every architecture
+the Bridge maps (50+ families) works without a TransformerLens re-implementation. It exists in
+transformer-lens 3.9 and is the only model class of transformer-lens 4; this module runs on both.
+
+What this backend adds to the Bridge:
+
+* **compatibility mode** (``enable_compatibility_mode``): TransformerLens hook names and aliases, and the
+  same weight processing as ``HookedTransformer`` (``fold_ln`` …), so frames equal the hooked backend's;
+* **resuming from a layer** (``start_at_layer``): the Bridge's own ``forward`` refuses it in 3.9 (and
+  in 4.x still runs the skipped blocks). Here the skipped blocks are swapped, for one call, for a stand-in
+  that hands the cached residual to the next block, and the Hugging Face forward does the rest — so its
+  own position embeddings (rotary, local and global on Gemma 3) and masks (causal, sliding-window,
+  padding) are the ones used, and blocks before the start cost nothing. A hook on the next block's input
+  (or on the final norm's) ends the pass early for ``stop_at_layer``;
+* **KV-cached decoding** through the Hugging Face model with a ``DynamicCache`` (the Bridge's hooks sit
+  on its modules, so they fire), position ids from the attention mask (left padding), and only the last
+  position unembedded (``logits_to_keep=1``);
+* **models larger than one device**: the Hugging Face model is loaded by ``from_pretrained`` with
+  accelerate's ``device_map`` / ``max_memory`` / ``offload_folder``. The Bridge (3.9) refuses disk
+  targets in a model's device map because its weight *processing* cannot read offloaded tensors; a
+  disk-offloaded model is therefore booted without processing (raw Hugging Face coordinates, recorded
+  in the provenance), accelerate's hooks load each offloaded layer as it runs, and weight reads go through
+  :meth:`BridgeBackend.weights_context`. The offload test checks the frames against the in-memory model.
+
+Example:
+    >>> import interp
+    >>> lm = interp.load_model("tiny-llama", backend="bridge")
+    >>> lm.backend, lm.facts.gqa_group
+    ('bridge', 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from interp.backends.base import (
+    ArchFacts,
+    Backend,
+    HeadWeights,
+    HookFn,
+    ModelInfo,
+    NormSpec,
+    ReturnType,
+    _StopForward,
+    expand_kv,
+)
+from interp.errors import OptionError, UnknownModelError
+
+
+class _Resume(nn.Module):
+    """Stands in for the blocks before ``start_at_layer``: returns the cached residual, whatever it is given."""
+
+    def __init__(self, residual: Tensor) -> None:
+        super().__init__()
+        self.residual = residual
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.residual
+
+
+class BridgeBackend(Backend):
+    """A ``TransformerBridge`` (in compatibility mode) behind the protocol."""
+
+    backend = "bridge"
+
+    def __init__(self, model: Any, tokenizer: Any, info: ModelInfo, facts: ArchFacts, *, aliases: dict[str, str],
+                 offloaded: bool) -> None:
+        super().__init__(model, tokenizer, info, facts)
+        self._aliases = aliases  # TransformerLens name → the Bridge's name for the same activation
+        self._offloaded = offloaded
+        self._layers, self._first_block = _block_list(model)
+        for block in model.blocks:
+            block.attn.register_forward_pre_hook(_cache_kwarg_alias, with_kwargs=True)
+
+    @property
+    def _hf(self) -> nn.Module:
+        return self._model.original_model
+
+    @property
+    def device(self) -> torch.device:
+        if self._offloaded:
+            return torch.device(_input_device(self._hf))
+        return super().device
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def _native_hook_names(self) -> Sequence[str]:
+        return [*self._model.hook_dict, *self._aliases]
+
+    def _install(self, fwd: list[tuple[str, HookFn]], bwd: list[tuple[str, HookFn]]) -> contextlib.AbstractContextManager:
+        translate = self._aliases.get
+        return self._model.hooks(fwd_hooks=[(translate(n, n), f) for n, f in fwd],
+                                 bwd_hooks=[(translate(n, n), f) for n, f in bwd])
+
+    @contextlib.contextmanager
+    def _attn_result_enabled(self) -> Iterator[None]:
+        previous = bool(getattr(self._model.cfg, "use_attn_result", False))
+        try:
+            if not previous:
+                self._model.set_use_attn_result(True)
+            yield
+        finally:
+            if not previous:
+                self._model.set_use_attn_result(False)
+
+    # -- running -----------------------------------------------------------------------------------
+    def _stop_hook(self, stop: int | None) -> list[tuple[str, HookFn]]:
+        if stop is None:
+            return []
+        name = f"blocks.{stop}.hook_resid_pre" if stop < self.n_layers else "ln_final.hook_in"
+
+        def stop_here(resid: Tensor, hook: Any) -> None:
+            raise _StopForward(resid)
+
+        return [(self._aliases.get(name, name), stop_here)]
+
+    def _call(self, tokens: Tensor, mask: Tensor, stop: int | None, return_type: ReturnType) -> Any:
+        if self.is_encoder and stop is not None and stop >= self.n_layers:
+            stop = None
+        try:
+            with self._model.hooks(fwd_hooks=self._stop_hook(stop)):
+                out = self._model(tokens, attention_mask=mask, return_type=return_type if stop is None else None)
+        except _StopForward as stopped:
+            return stopped.value
+        return out
+
+    def _run(self, tokens: Tensor, mask: Tensor, stop_at_layer: int | None, return_type: ReturnType) -> Any:
+        return self._call(tokens, mask, stop_at_layer, return_type)
+
+    def _resume(self, residual: Tensor, mask: Tensor, start: int, stop: int | None, return_type: ReturnType) -> Any:
+        if self.is_encoder:
+            raise UnknownModelError(f"{self.name} is an encoder: resuming from a layer needs a decoder")
+        residual = residual.to(self.device)
+        stand_in = _Resume(residual)
+        saved = [self._layers[self._first_block + i] for i in range(start)]
+        # Token ids only give the Hugging Face forward the batch and sequence shape; the embeddings they
+        # produce are dropped by the stand-in (a gather, negligible next to a block).
+        dummy = torch.full(residual.shape[:2], self.pad_token_id, dtype=torch.long, device=self.device)
+        try:
+            for i in range(start):
+                self._layers[self._first_block + i] = stand_in
+            return self._call(dummy, mask, stop, return_type)
+        finally:
+            for i, block in enumerate(saved):
+                self._layers[self._first_block + i] = block
+
+    # -- norms, logits, weights --------------------------------------------------------------------
+    def final_norm(self, resid: Tensor) -> Tensor:
+        if self.facts.normalization is None:
+            return resid
+        with self.weights_context():
+            return self._model.ln_final(resid)
+
+    def final_norm_spec(self) -> NormSpec | None:
+        if self.facts.normalization is None:
+            return None
+        module = self._model.ln_final
+        if self.info.processing.get("fold_ln"):
+            # Folded into W_U: what is left is the normalisation itself (TransformerLens's LNPre/RMSNormPre).
+            return NormSpec(kind=self.facts.normalization)  # type: ignore[arg-type]
+        with self.weights_context():
+            return _norm_spec(module, self.facts.normalization)
+
+    def post_attn_norm_spec(self, layer: int) -> NormSpec | None:
+        block = self._model.blocks[layer]
+        if not self.facts.post_attn_norm or not hasattr(block, "ln1_post"):
+            return None
+        with self.weights_context():
+            return _norm_spec(block.ln1_post, "rmsnorm")
+
+    def head_weights(self, layer: int) -> HeadWeights:
+        attn = self._model.blocks[layer].attn
+        n = self.n_heads
+        with self.weights_context(), torch.no_grad():
+            b_o = getattr(attn, "b_O", None)
+            q_gain = k_gain = None
+            if self.facts.qk_norm and hasattr(attn, "q_norm"):
+                q_gain = _effective_gain(attn.q_norm)
+                k_gain = _effective_gain(attn.k_norm)
+            post = self.post_attn_norm_spec(layer)
+            return HeadWeights(
+                W_Q=attn.W_Q.detach().clone(), W_K=expand_kv(attn.W_K.detach(), n).clone(),
+                W_V=expand_kv(attn.W_V.detach(), n).clone(), W_O=attn.W_O.detach().clone(),
+                b_O=(b_o.detach().clone() if b_o is not None else torch.zeros(self.d_model, dtype=self.dtype)),
+                q_gain=q_gain, k_gain=k_gain, post_gain=None if post is None else post.gain,
+            )
+
+    @property
+    def W_U(self) -> Tensor:
+        with self.weights_context():
+            return self._model.W_U
+
+    @property
+    def b_U(self) -> Tensor:
+        bias = getattr(self._hf.get_output_embeddings(), "bias", None)
+        if bias is None:
+            return torch.zeros(self.d_vocab, dtype=self.dtype, device=self.device)
+        return self._model.b_U
+
+    @property
+    def W_E(self) -> Tensor:
+        embed = self._hf.get_input_embeddings()
+        with self.weights_context(), torch.no_grad():
+            weight = embed.weight.detach()
+            scale = getattr(embed, "embed_scale", None)  # Gemma scales embeddings by √d_model
+            return weight * scale.to(weight) if isinstance(scale, Tensor) else weight
+
+    def unembed(self, normed: Tensor) -> Tensor:
+        with self.weights_context():
+            return self.softcap(self._model.unembed(normed))
+
+    @contextlib.contextmanager
+    def weights_context(self) -> Iterator[None]:
+        if not self._offloaded:
+            yield
+            return
+        with _onloaded(self._hf):
+            yield
+
+    # -- generation --------------------------------------------------------------------------------
+    def new_kv_cache(self, batch_size: int) -> dict[str, Any]:
+        from transformers import DynamicCache
+
+        return {"cache": DynamicCache(config=self._hf.config), "mask": None}
+
+    def decode_step(self, tokens: Tensor, attention_mask: Tensor, cache: dict[str, Any]) -> Tensor:
+        device = self.device
+        new_mask = attention_mask.to(device)
+        full = new_mask if cache["mask"] is None else torch.cat([cache["mask"], new_mask], dim=1)
+        cache["mask"] = full
+        # Positions count real tokens only, so a left-padded row starts at 0 (as Hugging Face's generate
+        # and TransformerLens's padding-aware forward compute them).
+        positions = (full.cumsum(dim=1) - 1).clamp(min=0)[:, -tokens.shape[1]:]
+        out = self._hf(input_ids=tokens.to(device), attention_mask=full, position_ids=positions,
+                       past_key_values=cache["cache"], use_cache=True, logits_to_keep=1)
+        # The Hugging Face head already applied the model's final soft-cap.
+        return out.logits[:, -1, :]
+
+
+def _cache_kwarg_alias(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """transformers 5.2x passes the KV cache to attention as ``cache``; the Bridge's attention (3.9 and 4.x)
+    reads ``past_key_values``, so without this alias a cached decode step attends to itself alone."""
+    if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+        kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
+    return args, kwargs
+
+
+def _block_list(bridge: Any) -> tuple[nn.ModuleList, int]:
+    """The Hugging Face ``ModuleList`` whose entries are the Bridge's blocks, and the first block's index."""
+    first = bridge.blocks[0]
+    for module in bridge.original_model.modules():
+        if isinstance(module, nn.ModuleList):
+            for index, entry in enumerate(module):
+                if entry is first:
+                    return module, index
+    raise UnknownModelError("the bridge backend could not find the model's list of blocks")
+
+
+def _effective_gain(module: Any) -> Tensor:
+    """A norm's multiplicative gain; Gemma-style RMSNorms compute ``x · (1 + w)``."""
+    inner = getattr(module, "original_component", module)
+    weight = inner.weight.detach().clone()
+    return weight + 1.0 if type(inner).__name__.startswith("Gemma") else weight
+
+
+def _norm_spec(module: Any, kind: str) -> NormSpec:
+    inner = getattr(module, "original_component", module)
+    bias = getattr(inner, "bias", None)
+    return NormSpec(kind="layernorm" if kind == "layernorm" else "rmsnorm",
+                    gain=_effective_gain(module) if getattr(inner, "weight", None) is not None else None,
+                    bias=None if bias is None else bias.detach().clone())
+
+
+def _input_device(hf: nn.Module) -> str:
+    placement = getattr(hf, "hf_device_map", None) or {}
+    for device in placement.values():
+        if device not in ("disk", "meta"):
+            return "cpu" if device == "cpu" else (f"cuda:{device}" if isinstance(device, int) else str(device))
+    return "cpu"
+
+
+@contextlib.contextmanager
+def _onloaded(root: nn.Module) -> Iterator[None]:
+    """Load every disk-offloaded module's weights for the block (accelerate's own hooks), then free them."""
+    hooked = [m for m in root.modules() if getattr(getattr(m, "_hf_hook", None), "offload", False)]
+    loaded = []
+    try:
+        for module in hooked:
+            module._hf_hook.pre_forward(module)
+            loaded.append(module)
+        yield
+    finally:
+        for module in reversed(loaded):
+            module._hf_hook.post_forward(module, None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------------
+def _facts(bridge: Any, hf: nn.Module, *, is_encoder: bool, n_ctx: int | None) -> ArchFacts:
+    config = hf.config
+    text = getattr(config, "text_config", None) or config
+    n_heads = int(text.num_attention_heads)
+    d_model = int(text.hidden_size)
+    names = {name for name, _ in hf.named_modules()}
+    positional = "rotary" if any(n.endswith("rotary_emb") for n in names) else (
+        "learned" if any(n.endswith(("wpe", "position_embeddings", "embed_positions")) for n in names) else "none")
+    final = getattr(bridge, "ln_final", None)
+    final_kind = None
+    if final is not None:
+        inner = type(getattr(final, "original_component", final)).__name__
+        final_kind = "layernorm" if "LayerNorm" in inner and "RMS" not in inner else "rmsnorm"
+    if is_encoder:
+        final_kind = "layernorm"
+    layer_types = list(getattr(text, "layer_types", None) or [])
+    sliding = tuple(i for i, kind in enumerate(layer_types) if kind == "sliding_attention")
+    soft = getattr(text, "final_logit_softcapping", None)
+    attn_soft = getattr(text, "attn_logit_softcapping", None)
+    max_pos = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
+    return ArchFacts(
+        n_layers=len(bridge.blocks), n_heads=n_heads,
+        n_kv_heads=int(getattr(text, "num_key_value_heads", None) or n_heads), d_model=d_model,
+        d_head=int(getattr(text, "head_dim", None) or d_model // n_heads), d_vocab=int(text.vocab_size),
+        n_ctx=int(n_ctx or max_pos), is_encoder=is_encoder, positional=positional, normalization=final_kind,
+        post_attn_norm=hasattr(bridge.blocks[0], "ln1_post"), qk_norm=hasattr(bridge.blocks[0].attn, "q_norm"),
+        logit_softcap=float(soft) if soft else None, attn_softcap=float(attn_soft) if attn_soft else None,
+        sliding_window=int(text.sliding_window) if sliding and getattr(text, "sliding_window", None) else None,
+        sliding_layers=sliding,
+    )
+
+
+def _encoder_aliases(n_layers: int) -> dict[str, str]:
+    """Post-LN encoders (BERT): TransformerLens's ``hook_resid_post`` is the sum before the block's second
+    LayerNorm and ``hook_normalized_resid_post`` the block's output; the Bridge names the output
+    ``hook_resid_post`` and the sum ``ln2.hook_in``."""
+    aliases: dict[str, str] = {}
+    for layer in range(n_layers):
+        aliases[f"blocks.{layer}.hook_normalized_resid_post"] = f"blocks.{layer}.hook_out"
+        aliases[f"blocks.{layer}.hook_resid_post"] = f"blocks.{layer}.ln2.hook_in"
+    return aliases
+
+
+def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str, bool], placement: dict[str, Any],
+          started: float) -> BridgeBackend:
+    """The bridge backend for a :class:`~interp.models.sources.ModelSource`."""
+    import warnings
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf = source.build_hf(dtype, placement)
+    if hasattr(hf, "set_attn_implementation"):
+        hf.set_attn_implementation("eager")  # the Bridge reads scores and patterns from the eager path
+    else:  # pragma: no cover - older transformers
+        hf.config._attn_implementation = "eager"
+    device_map = dict(getattr(hf, "hf_device_map", None) or {})
+    offloaded = any(target in ("disk", "meta") for target in device_map.values())
+    boot_kwargs: dict[str, Any] = {"hf_model": hf, "tokenizer": source.tokenizer, "dtype": dtype}
+    if not device_map:
+        boot_kwargs["device"] = device
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if offloaded:
+            # The Bridge refuses disk targets because its weight processing cannot read them; this backend
+            # boots such a model without processing (below), and accelerate's hooks load layers as they run.
+            del hf.hf_device_map
+        try:
+            bridge = TransformerBridge.boot_transformers(source.tl_name or source.name, **boot_kwargs)
+        except Exception as error:  # noqa: BLE001 - the Bridge raises many kinds for unmapped architectures
+            raise UnknownModelError(
+                f"the bridge backend cannot load {source.architecture}: {str(error).splitlines()[0][:160]}"
+            ) from error
+        finally:
+            if offloaded:
+                hf.hf_device_map = device_map
+        use = {k: False for k in processing} if (offloaded or source.is_encoder) else dict(processing)
+        if any(use.values()):
+            bridge.enable_compatibility_mode(disable_warnings=True, **use)
+        else:
+            bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    bridge.eval()
+    facts = _facts(bridge, hf, is_encoder=source.is_encoder, n_ctx=source.n_ctx)
+    aliases = _encoder_aliases(facts.n_layers) if source.is_encoder else {}
+    first_device = _input_device(hf) if device_map else str(next(hf.parameters()).device)
+    notes = source.notes
+    if offloaded:
+        notes = (notes + "; " if notes else "") + "disk-offloaded layers: weights unprocessed (raw Hugging Face coordinates)"
+    info = ModelInfo(
+        name=source.name, source=source.kind, origin=source.origin, architecture=source.architecture,
+        dtype=str(dtype).replace("torch.", ""), device=first_device, processing=use, prepend_bos=True,
+        n_params=int(sum(p.numel() for p in hf.parameters())), n_layers=facts.n_layers, n_heads=facts.n_heads,
+        n_kv_heads=facts.n_kv_heads, d_model=facts.d_model, d_head=facts.d_head, n_ctx=facts.n_ctx,
+        is_encoder=facts.is_encoder, backend="bridge", placement={k: str(v) for k, v in device_map.items()},
+        load_seconds=round(time.perf_counter() - started, 3), notes=notes,
+    )
+    if placement and not device_map:
+        raise OptionError("the model was not dispatched by accelerate: --device-map needs a checkpoint folder")
+    return BridgeBackend(bridge, source.tokenizer, info, facts, aliases=aliases, offloaded=offloaded)
