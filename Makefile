@@ -1,12 +1,13 @@
-# The two commands of the README. Both create (or reuse) .venv at the repository root.
+# The two commands of the README. Both create (or reuse) .venv and .venv-tl4 at the repository root.
 SHELL := /bin/bash
 VENV := .venv/bin
+VENV_TL4 := .venv-tl4/bin
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup report test lint bench
+.PHONY: setup report test test-unit test-tl4 lint bench
 
 setup:
 	@bash scripts/setup.sh
@@ -15,11 +16,15 @@ setup:
 report: setup
 	$(VENV)/interp run attention-sinks --model gemma-3-270m
 
-## Set up, then run the whole test suite (unit + integration on the bundled real models) and ruff.
+## Set up, then run the whole test suite and ruff: the unit suite once per backend, the unit suite's
+## bridge half again under transformer-lens 4, and the integration tests on the bundled real models.
 test: export INTERP_REQUIRE_MODELS := 1
 test: setup
 	$(VENV)/ruff check interp analyses tests benchmarks
-	$(VENV)/python -m pytest -q --durations=15 tests
+	$(VENV)/python -m pytest -q --durations=10 tests/unit --backend hooked
+	$(VENV)/python -m pytest -q --durations=10 tests/unit --backend bridge
+	$(VENV_TL4)/python -m pytest -q --durations=5 tests/unit --backend bridge
+	$(VENV)/python -m pytest -q --durations=15 tests/integration
 
 lint: setup
 	$(VENV)/ruff check interp analyses tests benchmarks

@@ -81,6 +81,10 @@ def run(
     seed: int = 0,
     dtype: str = "float32",
     device: str = "auto",
+    backend: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: str | dict[Any, Any] | None = None,
+    offload_folder: str | Path | None = None,
     progress: bool | None = None,
     **options: Any,
 ) -> Result:
@@ -93,6 +97,8 @@ def run(
         batch_size: prompts per forward pass.
         max_prompts: use only the first N prompts.
         seed: seeds Python, NumPy and torch before the analysis runs.
+        dtype, device, backend, device_map, max_memory, offload_folder: how a named model is loaded
+            (:func:`interp.load_model`); ignored for an already loaded model, whose own provenance is recorded.
         options: analysis-specific options (``interp list`` shows them).
     """
     spec = get_analysis(analysis)
@@ -104,7 +110,9 @@ def run(
         raise OptionError(f"batch size must be at least 1, got {batch_size}")
     started_at = datetime.now(UTC)
     started = time.perf_counter()
-    lm = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype, device=device)
+    lm = model if isinstance(model, LoadedModel) else load_model(
+        model, dtype=dtype, device=device, backend=backend, device_map=device_map, max_memory=max_memory,
+        offload_folder=offload_folder)
     if lm.is_encoder and not spec.encoder_ok:
         raise OptionError(f"{analysis} needs a decoder (causal) model; {lm.name} is an encoder")
     prompt_list = resolve_prompts(analysis, prompts, max_prompts)

@@ -94,9 +94,9 @@ def build_checked_cache(folder: Path, build: Callable[[Path], dict[str, Any] | N
         manifest = {"format": CACHE_FORMAT_VERSION, "files": files, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         # mkdtemp makes the folder 0700; a cache folder should follow the user's umask like any other.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        from interp.results import current_umask
+
+        os.chmod(tmp, 0o777 & ~current_umask())
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

@@ -1,16 +1,20 @@
 """The ``interp`` command line.
 
     interp list
-    interp run ANALYSIS --model NAME [--prompts FILE] [--out DIR] [--device cpu|cuda|auto] [--dtype D]
+    interp run ANALYSIS --model NAME [--prompts FILE] [--out DIR] [--backend hooked|bridge]
+               [--device cpu|cuda|auto] [--dtype D] [--device-map auto|balanced|balanced_low_0|sequential]
+               [--max-memory cpu=2GiB,0=20GiB] [--offload-folder DIR]
                [--batch-size N] [--max-prompts N] [--seed N] [analysis options, e.g. --epsilon 0.3]
 
-A usage error (unknown analysis or model, unreadable prompts file, an option out of range, a prompt
-longer than the model's context) prints one line and exits with status 2, without a traceback.
+A usage error (unknown analysis, model or backend, unreadable prompts file, an option out of range, a
+prompt longer than the model's context, an output folder that cannot be written) prints one line and
+exits with status 2, without a traceback and without the libraries' loading messages.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -39,7 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=None, help="model name, local HF folder or hub name (default gemma-3-270m)")
     run.add_argument("--prompts", default=None, help="prompt file: one per line, or JSONL with a 'text' field")
     run.add_argument("--out", default="reports", help="output folder (default reports/)")
+    run.add_argument("--backend", default=None, choices=["hooked", "bridge"],
+                     help="model backend (default hooked; bridge: TransformerBridge, needed for --device-map)")
     run.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    run.add_argument("--device-map", default=None,
+                     help="accelerate placement across devices, CPU and disk: auto, balanced, balanced_low_0, "
+                          "sequential (bridge backend)")
+    run.add_argument("--max-memory", default=None, help="per-device budget, e.g. cpu=2GiB or 0=20GiB,cpu=30GiB")
+    run.add_argument("--offload-folder", default=None, help="folder for disk-offloaded weights (default: temporary)")
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--max-prompts", type=int, default=None)
@@ -79,8 +90,10 @@ def cmd_list() -> int:
     for spec in model_specs():
         mark = "offline" if spec.available() else "not installed"
         print(f"  {spec.name:16s} [{spec.source}, {mark}] {spec.description}")
-    print("\nAlso: any TransformerLens hub name (gpt2, pythia-70m, gemma-2-2b, …; needs the network) "
+    print("\nAlso: any Hugging Face hub id (gpt2, EleutherAI/pythia-70m, google/gemma-2-2b, …; needs the network) "
           "or a local Hugging Face checkpoint folder.")
+    print("Backends: hooked (default; TransformerLens HookedTransformer) and bridge (TransformerBridge; "
+          "--device-map/--max-memory/--offload-folder for models larger than one device or memory).")
     return 0
 
 
@@ -101,20 +114,44 @@ def _analysis_options(analysis: str, extra: Sequence[str]) -> dict[str, object]:
     return {k: v for k, v in vars(parsed).items() if v is not None and v is not False}
 
 
+def check_out_folder(out: str | Path) -> Path:
+    """The ``--out`` folder, checked before any work: it must be (or become) a writable folder.
+
+    Raises :class:`~interp.errors.InterpUserError` naming the problem: a file in the way, a parent that
+    does not exist, or no write permission.
+    """
+    folder = Path(out).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise InterpUserError(f"--out {str(out)!r} is a file, not a folder: give a folder for the report and table")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InterpUserError(f"--out folder {str(out)!r} is not writable: give a folder you can write to")
+        return folder
+    parent = folder.parent
+    if not parent.is_dir():
+        raise InterpUserError(f"--out {str(out)!r} cannot be created: its parent folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InterpUserError(f"--out {str(out)!r} cannot be created: {str(parent)!r} is not writable")
+    return folder
+
+
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from interp.api import run
-    from interp.models import DEFAULT_MODEL
+    from interp.models import DEFAULT_MODEL, parse_max_memory
     from interp.registry import get_analysis
 
     get_analysis(args.analysis)  # unknown names fail before the (slow) model load
     options = _analysis_options(args.analysis, extra)
+    out = check_out_folder(args.out)
+    parse_max_memory(args.max_memory)  # a malformed budget fails before the load too
     model = args.model or DEFAULT_MODEL
     result = run(
         args.analysis, model, args.prompts, batch_size=args.batch_size, max_prompts=args.max_prompts,
         seed=args.seed, dtype=args.dtype, device=args.device, progress=None if not args.no_progress else False,
-        **options,
+        backend=args.backend, device_map=args.device_map, max_memory=args.max_memory,
+        offload_folder=args.offload_folder, **options,
     )
-    folder = Path(args.out) / _safe_name(result.metadata["model"]["name"])
+    folder = out / _safe_name(result.metadata["model"]["name"])
     html_path = result.to_html(folder / f"{args.analysis}.html")
     parquet_path = result.to_parquet(folder / f"{args.analysis}.parquet")
     print(f"report: {html_path}")

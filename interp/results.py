@@ -43,16 +43,25 @@ def tidy_frame(rows: list[dict[str, Any]] | pd.DataFrame, extra_columns: tuple[s
     return frame.reset_index(drop=True)
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
-    An interrupted write never leaves a truncated file at ``path``.
+    An interrupted write never leaves a truncated file at ``path``. The file gets the mode any file the
+    user writes gets (``0666`` minus the umask), not the temporary file's private ``0600``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

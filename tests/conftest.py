@@ -34,16 +34,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    from interp.backends import DEFAULT_BACKEND
+    from interp.backends import default_backend
 
-    return f"interp backend: {os.environ.get('INTERP_BACKEND', DEFAULT_BACKEND)}"
+    return f"interp backend: {os.environ.get('INTERP_BACKEND') or default_backend()}"
 
 
 @pytest.fixture(scope="session")
 def backend_name() -> str:
-    from interp.backends import DEFAULT_BACKEND
+    from interp.backends import default_backend
 
-    return os.environ.get("INTERP_BACKEND", DEFAULT_BACKEND)
+    return os.environ.get("INTERP_BACKEND") or default_backend()
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -41,7 +43,12 @@ BACKENDS: tuple[str, ...] = ("hooked", "bridge")
 DEFAULT_BACKEND = "hooked"
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "ArchFacts", "Backend", "HeadWeights", "HookRef", "ModelInfo",
-           "NormSpec", "TokenBatch", "available_backends", "build_backend", "layer_of", "official_hub_name", "softcap"]
+           "NormSpec", "TokenBatch", "available_backends", "build_backend", "default_backend", "layer_of", "official_hub_name", "quiet_loading", "softcap"]
+
+
+def default_backend() -> str:
+    """:data:`DEFAULT_BACKEND` when the installed TransformerLens has it, else ``bridge`` (transformer-lens 4)."""
+    return DEFAULT_BACKEND if DEFAULT_BACKEND in available_backends() else "bridge"
 
 
 def available_backends() -> list[str]:
@@ -64,14 +71,38 @@ def official_hub_name(name: str) -> str:
         return name
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence what loading prints that says nothing about the results: transformers' "Loading weights"
+    bars and info logs, TransformerLens's "Moving model to device" prints and advisory warnings."""
+    import io
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def build_backend(name: str, source: Any, *, dtype: torch.dtype, device: str, processing: dict[str, bool],
                   placement: dict[str, Any], started: float) -> Backend:
-    """Wrap a :class:`~interp.models.sources.ModelSource` in backend ``name``."""
+    """Wrap a :class:`~interp.models.sources.ModelSource` in backend ``name`` (quietly)."""
     if name not in BACKENDS:
         raise OptionError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
     if name not in available_backends():
         raise OptionError(f"backend {name!r} is not in the installed transformer-lens "
                           f"(transformer-lens 4 removed HookedTransformer): use --backend bridge")
     module = importlib.import_module(f"interp.backends.{name}")
-    return module.build(source, dtype=dtype, device=device, processing=processing, placement=placement,
-                        started=started)
+    with quiet_loading():
+        return module.build(source, dtype=dtype, device=device, processing=processing, placement=placement,
+                            started=started)

@@ -53,7 +53,7 @@ from interp.backends.base import (
     _StopForward,
     expand_kv,
 )
-from interp.errors import OptionError, UnknownModelError
+from interp.errors import UnknownModelError
 
 
 class _Resume(nn.Module):
@@ -144,11 +144,19 @@ class BridgeBackend(Backend):
         # Token ids only give the Hugging Face forward the batch and sequence shape; the embeddings they
         # produce are dropped by the stand-in (a gather, negligible next to a block).
         dummy = torch.full(residual.shape[:2], self.pad_token_id, dtype=torch.long, device=self.device)
+        # With start=0 no block is swapped out: the residual replaces the first block's input instead
+        # (otherwise block 0 would read the dummy tokens' embeddings).
+        handle = None
+        if start == 0:
+            handle = self._layers[self._first_block].register_forward_pre_hook(
+                _input_replacer(residual), with_kwargs=True)
         try:
             for i in range(start):
                 self._layers[self._first_block + i] = stand_in
             return self._call(dummy, mask, stop, return_type)
         finally:
+            if handle is not None:
+                handle.remove()
             for i, block in enumerate(saved):
                 self._layers[self._first_block + i] = block
 
@@ -251,6 +259,17 @@ def _cache_kwarg_alias(module: nn.Module, args: tuple[Any, ...], kwargs: dict[st
     if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
         kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
     return args, kwargs
+
+
+def _input_replacer(residual: Tensor) -> Any:
+    """A forward pre-hook that hands a block ``residual`` as its hidden states (positional or keyword)."""
+
+    def replace(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        if args:
+            return (residual, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": residual}
+
+    return replace
 
 
 def _block_list(bridge: Any) -> tuple[nn.ModuleList, int]:
@@ -397,9 +416,9 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
         dtype=str(dtype).replace("torch.", ""), device=first_device, processing=use, prepend_bos=True,
         n_params=int(sum(p.numel() for p in hf.parameters())), n_layers=facts.n_layers, n_heads=facts.n_heads,
         n_kv_heads=facts.n_kv_heads, d_model=facts.d_model, d_head=facts.d_head, n_ctx=facts.n_ctx,
-        is_encoder=facts.is_encoder, backend="bridge", placement={k: str(v) for k, v in device_map.items()},
+        is_encoder=facts.is_encoder, backend="bridge",
+        # accelerate leaves no map when everything fits on one device: record that as the placement.
+        placement={k: str(v) for k, v in device_map.items()} or ({"": first_device} if placement else {}),
         load_seconds=round(time.perf_counter() - started, 3), notes=notes,
     )
-    if placement and not device_map:
-        raise OptionError("the model was not dispatched by accelerate: --device-map needs a checkpoint folder")
     return BridgeBackend(bridge, source.tokenizer, info, facts, aliases=aliases, offloaded=offloaded)

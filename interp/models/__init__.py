@@ -39,7 +39,15 @@ from typing import Any
 
 import torch
 
-from interp.backends import BACKENDS, DEFAULT_BACKEND, Backend, ModelInfo, TokenBatch, build_backend
+from interp.backends import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    Backend,
+    ModelInfo,
+    TokenBatch,
+    build_backend,
+    default_backend,
+)
 from interp.cache import build_checked_cache, cache_dir, cache_is_valid
 from interp.errors import OptionError, UnknownModelError
 from interp.models.registry import ModelSpec, get_spec, model_specs, offline_names, register_model
@@ -198,7 +206,8 @@ def load_model(
     Args:
         name: e.g. ``"gemma-3-270m"`` (default), ``"smollm2-135m"``, ``"minilm-l6"``, ``"tiny-gpt2"``,
             ``"./my-hf-folder"``, ``"gpt2"``.
-        backend: ``"hooked"`` (default; ``INTERP_BACKEND`` overrides) or ``"bridge"``.
+        backend: ``"hooked"`` (default; ``INTERP_BACKEND`` overrides; ``bridge`` where TransformerLens 4
+            has no hooked classes) or ``"bridge"`` (chosen automatically with a device map).
         dtype: ``float32`` (default), ``bfloat16``, ``float16`` or ``float64``.
         device: ``cpu``, ``cuda`` or ``auto`` (ignored with a device map).
         processing: TransformerLens processing flags (``fold_ln``, ``center_writing_weights``,
@@ -218,7 +227,9 @@ def load_model(
     """
     if not isinstance(name, str) or not name.strip():
         raise UnknownModelError("model name is empty: give a bundled, test, local-folder or hub name")
-    chosen = backend or os.environ.get("INTERP_BACKEND") or DEFAULT_BACKEND
+    wants_placement = device_map is not None or max_memory is not None or offload_folder is not None
+    # accelerate's placement goes through the Bridge: a device map alone picks that backend.
+    chosen = backend or ("bridge" if wants_placement else os.environ.get("INTERP_BACKEND") or default_backend())
     if chosen not in BACKENDS:
         raise OptionError(f"unknown backend {chosen!r}: use one of {', '.join(BACKENDS)}")
     torch_dtype = resolve_dtype(dtype)
@@ -233,7 +244,7 @@ def load_model(
            str(offload_folder), seed)
     if reuse and edit is None and key in _LOADED:
         return _LOADED[key]
-    if chosen == "hooked" and (device_map is not None or max_memory is not None or offload_folder is not None):
+    if chosen == "hooked" and wants_placement:
         raise OptionError("--device-map, --max-memory and --offload-folder need the bridge backend "
                           "(accelerate dispatch via TransformerBridge): add --backend bridge")
     placement = _placement(device_map, max_memory, offload_folder, name)

@@ -26,7 +26,8 @@ from interp.attribution.channels import (
     svd_channels,
 )
 from interp.errors import OptionError
-from interp.models import LoadedModel, ModelInfo, byte_tokenizer
+from interp.models import LoadedModel, byte_tokenizer, load_model
+from interp.models.tiny import tiny_hf_model
 
 MARKER = byte_tokenizer()("#", add_special_tokens=False)["input_ids"][0]
 LETTERS = byte_tokenizer()("abcdefghijklmnopqrstuvwxyz", add_special_tokens=False)["input_ids"]
@@ -35,72 +36,96 @@ LETTERS = byte_tokenizer()("abcdefghijklmnopqrstuvwxyz", add_special_tokens=Fals
 # A tiny attention-only model with a planted K-composition channel
 # ----------------------------------------------------------------------------------------------------
 
-POS_A, POS_B, MARK_DIM, CONST_DIM, CHANNEL_DIM = 0, 1, 2, 3, 4
+MARK_DIM, CONST_DIM, CHANNEL_DIM = 2, 3, 4
 WRITER, READER = (0, 1), (1, 2)
+D_MODEL, N_HEADS, D_HEAD = 64, 4, 16
+#: rotary frequencies are base^(-i/8) for d_head 16: base 4⁸ makes pair 1 turn by θ = 1/4 per position (the
+#: previous-token pair) and pair 7 by 4⁻⁷ ≈ 6e-5 (the reader's pair: position-free over a few dozen tokens).
+ROPE_BASE, THETA, PREV_PAIR, STILL_PAIR = 4.0**8, 0.25, 1, 7
+#: RMSNorm made exactly linear: in float32 ε = 2⁴⁰ swamps the mean square (< 2¹⁵ here), so x/√(ms + ε) is
+#: x·2⁻²⁰ exactly, which the gain 2²⁰ undoes. The model therefore has no effective norms.
+NORM_EPS, NORM_GAIN = 2.0**40, 2.0**20
 
 
-def _wrap(model, name: str) -> LoadedModel:
-    cfg = model.cfg
-    info = ModelInfo(name=name, source="test", origin="planted by hand", architecture="HookedTransformer (planted)",
-                     dtype="float32", device="cpu", processing={}, prepend_bos=True,
-                     n_params=sum(p.numel() for p in model.parameters()), n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                     n_kv_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head, n_ctx=cfg.n_ctx, is_encoder=False)
-    return LoadedModel(model, byte_tokenizer(), info)
+def _save(hf, folder) -> str:
+    hf.save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return str(folder)
 
 
-def planted_channel_model(seed: int = 0, sigma: float = 8.0, noise: float = 0.05) -> LoadedModel:
-    """Attention-only, no norms. Head 0.1 is a previous-token head whose dominant OV component reads the
-    'marker' dimension and writes the channel dimension with gain ``sigma``; head 1.2's key reads only
-    the channel dimension and its query a constant one, so 1.2 attends to the tokens right after a marker.
-    Every other head is random but writes nothing into the five reserved dimensions.
+def planted_channel_hf(seed: int = 0, sigma: float = 8.0, noise: float = 0.05):
+    """A Llama (Hugging Face) that is attention-only and norm-free in effect (MLPs zero, norms linear, see
+    ``NORM_EPS``). Head 0.1 is a previous-token head (through the rotary pair that turns by ``THETA``) whose
+    dominant OV component reads the 'marker' dimension and writes the channel dimension with gain ``sigma``;
+    head 1.2's key reads only the channel dimension and its query a constant one (through a rotary pair that
+    barely turns), so 1.2 attends to the tokens right after a marker. Every other head is random but writes
+    nothing into the reserved dimensions 0-7.
     """
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
-    cfg = HookedTransformerConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, n_ctx=64, d_vocab=259, attn_only=True,
-                                  normalization_type=None, act_fn=None, seed=seed, default_prepend_bos=True)
-    model = HookedTransformer(cfg, tokenizer=byte_tokenizer(), default_padding_side="right")
-    model.eval()
+    config = LlamaConfig(vocab_size=259, hidden_size=D_MODEL, intermediate_size=16, num_hidden_layers=2,
+                         num_attention_heads=N_HEADS, num_key_value_heads=N_HEADS, head_dim=D_HEAD,
+                         max_position_embeddings=64, rms_norm_eps=NORM_EPS, rope_theta=ROPE_BASE,
+                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+                         attn_implementation="eager")
+    config.architectures = ["LlamaForCausalLM"]
+    hf = LlamaForCausalLM(config).eval()
     reserved = slice(0, 8)
-    theta, beta = 0.25, 600.0
+    beta = 600.0
     gen = torch.Generator().manual_seed(seed)
+
+    def heads(linear):  # q/k/v_proj [head·d_head, d_model] as per-head [d_model, d_head] views
+        return linear.weight.view(N_HEADS, D_HEAD, D_MODEL).transpose(1, 2)
+
+    def out_heads(linear):  # o_proj [d_model, head·d_head] as per-head [d_head, d_model] views
+        return linear.weight.view(D_MODEL, N_HEADS, D_HEAD).permute(1, 2, 0)
+
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.zero_()
-        model.embed.W_E[:] = 0.5 * torch.randn(259, 64, generator=gen)
-        model.embed.W_E[:, reserved] = 0.0
-        model.embed.W_E[:, CONST_DIM] = 1.0
-        model.embed.W_E[MARKER, MARK_DIM] = 1.0
-        positions = torch.arange(64, dtype=torch.float32)
-        model.pos_embed.W_pos[:, POS_A] = torch.cos(theta * positions)
-        model.pos_embed.W_pos[:, POS_B] = torch.sin(theta * positions)
-        for block in model.blocks:  # random background heads that keep out of the reserved dims
-            attn = block.attn
-            attn.W_Q[:] = 0.2 * torch.randn(attn.W_Q.shape, generator=gen)
-            attn.W_K[:] = 0.2 * torch.randn(attn.W_K.shape, generator=gen)
-            attn.W_V[:] = 0.2 * torch.randn(attn.W_V.shape, generator=gen)
-            attn.W_O[:] = 0.2 * torch.randn(attn.W_O.shape, generator=gen)
-            attn.W_O[:, :, reserved] = 0.0
-        writer = model.blocks[0].attn
+        for parameter in hf.parameters():
+            parameter.zero_()  # MLPs and the unembedding stay zero
+        embed = hf.model.embed_tokens.weight
+        embed[:] = 0.5 * torch.randn(259, D_MODEL, generator=gen)
+        embed[:, reserved] = 0.0
+        embed[:, CONST_DIM] = 1.0
+        embed[MARKER, MARK_DIM] = 1.0
+        for norm in [hf.model.norm] + [n for layer in hf.model.layers
+                                        for n in (layer.input_layernorm, layer.post_attention_layernorm)]:
+            norm.weight[:] = NORM_GAIN
+        for layer in hf.model.layers:  # random background heads that keep out of the reserved dims
+            attn = layer.self_attn
+            for linear in (attn.q_proj, attn.k_proj, attn.v_proj):
+                linear.weight[:] = 0.2 * torch.randn(linear.weight.shape, generator=gen)
+            attn.o_proj.weight[:] = 0.2 * torch.randn(attn.o_proj.weight.shape, generator=gen)
+            attn.o_proj.weight[reserved] = 0.0
+        writer = hf.model.layers[0].self_attn
         h = WRITER[1]
-        writer.W_Q[h] = 0.0
-        writer.W_K[h] = 0.0
-        rotation = torch.tensor([[math.cos(-theta), math.sin(-theta)], [-math.sin(-theta), math.cos(-theta)]])
-        writer.W_Q[h, POS_A:POS_B + 1, 0:2] = math.sqrt(beta) * rotation  # query at t looks for position t-1
-        writer.W_K[h, POS_A:POS_B + 1, 0:2] = math.sqrt(beta) * torch.eye(2)
-        writer.W_V[h] = noise * torch.randn(64, 16, generator=gen)
-        writer.W_V[h, :, 0] = 0.0
-        writer.W_V[h, MARK_DIM, 0] = 1.0
-        writer.W_O[h] = noise * torch.randn(16, 64, generator=gen)
-        writer.W_O[h, 0] = 0.0
-        writer.W_O[h, 0, CHANNEL_DIM] = sigma
-        reader = model.blocks[1].attn
+        w_q, w_k, w_v, w_o = heads(writer.q_proj), heads(writer.k_proj), heads(writer.v_proj), out_heads(writer.o_proj)
+        w_q[h] = 0.0
+        w_k[h] = 0.0
+        # Rotary turns the pair (i, i + d_head/2) by position·θ: a query at angle -θ meets a key at angle 0 best
+        # when the key is one position earlier, so the query at t looks for position t-1.
+        w_q[h, CONST_DIM, PREV_PAIR] = math.sqrt(beta) * math.cos(-THETA)
+        w_q[h, CONST_DIM, PREV_PAIR + D_HEAD // 2] = math.sqrt(beta) * math.sin(-THETA)
+        w_k[h, CONST_DIM, PREV_PAIR] = math.sqrt(beta)
+        w_v[h] = noise * torch.randn(D_MODEL, D_HEAD, generator=gen)
+        w_v[h, :, 0] = 0.0
+        w_v[h, MARK_DIM, 0] = 1.0
+        w_o[h] = noise * torch.randn(D_HEAD, D_MODEL, generator=gen)
+        w_o[h, 0] = 0.0
+        w_o[h, 0, CHANNEL_DIM] = sigma
+        reader = hf.model.layers[1].self_attn
         r = READER[1]
-        reader.W_Q[r] = 0.0
-        reader.W_K[r] = 0.0
-        reader.W_Q[r, CONST_DIM, 0] = 2.5
-        reader.W_K[r, CHANNEL_DIM, 0] = 2.5
-    return _wrap(model, "planted-channel")
+        r_q, r_k = heads(reader.q_proj), heads(reader.k_proj)
+        r_q[r] = 0.0
+        r_k[r] = 0.0
+        r_q[r, CONST_DIM, STILL_PAIR] = 2.5
+        r_k[r, CHANNEL_DIM, STILL_PAIR] = 2.5
+    return hf
+
+
+def planted_channel_model(folder, **kwargs) -> LoadedModel:
+    """:func:`planted_channel_hf` saved to ``folder`` and loaded on the backend under test."""
+    return load_model(_save(planted_channel_hf(**kwargs), folder), reuse=False)
 
 
 def marker_rows(lm: LoadedModel, n: int = 6, length: int = 22, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
@@ -134,8 +159,19 @@ def attention_after_marker(lm: LoadedModel, rows: list[list[int]], targets: list
 
 
 @pytest.fixture(scope="module")
-def planted() -> LoadedModel:
-    return planted_channel_model()
+def planted(tmp_path_factory) -> LoadedModel:
+    return planted_channel_model(tmp_path_factory.mktemp("planted-channel"))
+
+
+def test_planted_model_is_norm_free_and_attention_only_in_effect(planted):
+    """The construction's premise: every block adds its attention output to its input and nothing else."""
+    rows, _ = marker_rows(planted, n=2)
+    batch = planted.pad(rows)
+    names = [f"blocks.{layer}.{n}" for layer in range(2) for n in ("hook_resid_pre", "hook_attn_out", "hook_resid_post")]
+    acts = planted.capture(batch, names)
+    for layer in range(2):
+        resid = acts[f"blocks.{layer}.hook_resid_pre"] + acts[f"blocks.{layer}.hook_attn_out"]
+        assert torch.allclose(acts[f"blocks.{layer}.hook_resid_post"], resid, atol=1e-5)
 
 
 def test_marker_token_id_is_the_hash_byte():
@@ -150,8 +186,8 @@ def test_marker_token_id_is_the_hash_byte():
 @pytest.mark.parametrize("which", ["OV", "QK"])
 def test_factored_svd_reconstructs_the_head_matrices_and_components_sum_to_them(tiny_gpt2, which):
     svd = head_svd(tiny_gpt2, which)
-    attn = tiny_gpt2.model.blocks[1].attn
-    full = ((attn.W_V[2] @ attn.W_O[2]) if which == "OV" else (attn.W_Q[2] @ attn.W_K[2].T)).cpu()
+    w = tiny_gpt2.head_weights(1)
+    full = ((w.W_V[2] @ w.W_O[2]) if which == "OV" else (w.W_Q[2] @ w.W_K[2].T)).cpu()
     rebuilt = svd.U[1, 2] @ torch.diag(svd.S[1, 2]) @ svd.Vh[1, 2]
     assert torch.allclose(rebuilt, full.detach(), atol=1e-5)
     summed = sum(svd.component(1, 2, i) for i in range(svd.S.shape[-1]))
@@ -168,7 +204,7 @@ def test_factored_svd_reconstructs_the_head_matrices_and_components_sum_to_them(
 def test_composition_scores_match_transformer_lens(model_name, mode):
     lm = interp.load_model(model_name)
     ours = composition_scores(lm, mode, effective=False, baseline_samples=5).scores
-    reference = lm.model.all_composition_scores(mode).detach().cpu()
+    reference = lm.native_model().all_composition_scores(mode).detach().cpu()  # TransformerLens's own function
     assert float((ours - reference).abs().max()) < 1e-5
 
 
@@ -187,9 +223,9 @@ def test_full_score_squared_is_the_sigma_weighted_sum_of_component_scores(tiny_l
 def test_component_scores_match_a_brute_force_with_formed_matrices(tiny_gpt2, mode):
     scores = composition_scores(tiny_gpt2, mode, baseline_samples=5)
     ov = head_svd(tiny_gpt2, "OV")
-    attn = tiny_gpt2.model.blocks[1].attn
-    reader = {"Q": attn.W_Q[3] @ attn.W_K[3].T, "K": (attn.W_Q[3] @ attn.W_K[3].T).T,
-              "V": attn.W_V[3] @ attn.W_O[3]}[mode].detach().double().cpu()
+    w = tiny_gpt2.head_weights(1)
+    reader = {"Q": w.W_Q[3] @ w.W_K[3].T, "K": (w.W_Q[3] @ w.W_K[3].T).T,
+              "V": w.W_V[3] @ w.W_O[3]}[mode].detach().double().cpu()
     for i in (0, 5, 15):
         component = ov.component(0, 2, i).double()
         expected = (component @ reader).norm() / (component.norm() * reader.norm())
@@ -197,16 +233,35 @@ def test_component_scores_match_a_brute_force_with_formed_matrices(tiny_gpt2, mo
 
 
 def test_gqa_readers_use_their_own_kv_head(tiny_llama):
-    """Query head 3 of a 2-KV-head layer reads keys through the shared _W_K[1] (not an average)."""
-    attn = tiny_llama.model.blocks[1].attn
+    """Query head 3 of a 2-KV-head layer reads keys through the shared KV head 1 (not an average).
+
+    The reference is the Hugging Face model itself (the same seeded weights, k_proj/v_proj unexpanded), with the
+    input norm's gain folded in as TransformerLens's fold_ln does (it is 1 at initialisation)."""
+    hf = tiny_hf_model("tiny-llama", seed=0)
+    d_head = tiny_llama.d_head
+
+    def kv_head(layer: int, which: str, group: int) -> torch.Tensor:  # [d_model, d_head]
+        block = hf.model.layers[layer]
+        weight = getattr(block.self_attn, f"{which}_proj").weight[group * d_head:(group + 1) * d_head]
+        return (weight * block.input_layernorm.weight[None, :]).T.detach()
+
+    def q_head(layer: int, head: int) -> torch.Tensor:
+        block = hf.model.layers[layer]
+        weight = block.self_attn.q_proj.weight[head * d_head:(head + 1) * d_head]
+        return (weight * block.input_layernorm.weight[None, :]).T.detach()
+
+    def o_head(layer: int, head: int) -> torch.Tensor:  # [d_head, d_model]
+        return hf.model.layers[layer].self_attn.o_proj.weight[:, head * d_head:(head + 1) * d_head].T.detach()
+
     left, right = head_factors(tiny_llama, "QK", effective=False)
-    assert torch.equal(right[1, 3], attn._W_K[1].detach().T)
-    assert torch.equal(right[1, 2], attn._W_K[1].detach().T)
-    assert torch.equal(right[1, 0], attn._W_K[0].detach().T)
+    right = right.cpu()
+    assert torch.allclose(right[1, 3], kv_head(1, "k", 1).T, atol=1e-6)
+    assert torch.allclose(right[1, 2], kv_head(1, "k", 1).T, atol=1e-6)
+    assert torch.allclose(right[1, 0], kv_head(1, "k", 0).T, atol=1e-6)
+    assert not torch.allclose(right[1, 0], right[1, 3], atol=1e-3)
     scores = composition_scores(tiny_llama, "K", baseline_samples=5)
-    w0 = tiny_llama.model.blocks[0].attn
-    writer = (w0._W_V[0] @ w0.W_O[1]).detach().double().cpu()  # head 0.1 shares KV head 0
-    reader = (attn.W_Q[3] @ attn._W_K[1].T).detach().double().cpu()
+    writer = (kv_head(0, "v", 0) @ o_head(0, 1)).double()  # head 0.1 shares KV head 0
+    reader = (q_head(1, 3) @ kv_head(1, "k", 1).T).double()
     expected = (writer @ reader.T).norm() / (writer.norm() * reader.norm())
     assert abs(float(scores.scores[0, 1, 1, 3]) - float(expected)) < 1e-5
 
@@ -265,7 +320,7 @@ def test_project_out_removes_exactly_the_projection_of_the_head_output(tiny_gpt2
     directions = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
     basis, _ = torch.linalg.qr(directions.T)
     basis = basis.to(tiny_gpt2.device)
-    head_out = clean["blocks.0.attn.hook_z"][:, :, 1] @ tiny_gpt2.model.blocks[0].attn.W_O[1].detach()
+    head_out = clean["blocks.0.attn.hook_z"][:, :, 1] @ tiny_gpt2.head_weights(0).W_O[1].to(tiny_gpt2.device)
     expected = clean["blocks.0.hook_attn_out"] - head_out @ basis @ basis.T
     with project_out(tiny_gpt2, 0, 1, directions):
         edited = _capture(tiny_gpt2, batch, ["blocks.0.hook_attn_out"])
@@ -279,18 +334,32 @@ def test_project_out_removes_exactly_the_projection_of_the_head_output(tiny_gpt2
                           atol=1e-5)
 
 
-def test_head_shares_sum_to_the_attention_output_under_a_post_attention_norm():
-    """With Gemma-3-style post-attention RMSNorm, the per-head shares used by the edits add up exactly."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+def post_norm_hf(seed: int = 3):
+    """A tiny Gemma 3 (Hugging Face): post-attention RMSNorm and q/k norms, with gains made far from 1."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=32, d_vocab=259, attn_only=True,
-                                  normalization_type="RMS", use_normalization_before_and_after=True,
-                                  use_qk_norm=True, act_fn=None, seed=3, default_prepend_bos=True)
-    model = HookedTransformer(cfg, tokenizer=byte_tokenizer(), default_padding_side="right")
-    with torch.no_grad():
-        model.blocks[0].ln1_post.w[:] = torch.rand(32) * 3
-        model.blocks[1].attn.q_norm.w[:] = torch.rand(8) + 0.5
-    lm = _wrap(model, "post-norm")
+    config = Gemma3TextConfig(vocab_size=259, hidden_size=32, intermediate_size=16, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=4, head_dim=8, max_position_embeddings=32,
+                              bos_token_id=0, eos_token_id=1, pad_token_id=2, attn_implementation="eager")
+    config.architectures = ["Gemma3ForCausalLM"]
+    torch.manual_seed(seed)
+    hf = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():  # Gemma's norms compute x·(1 + w)
+        hf.model.layers[0].post_attention_layernorm.weight[:] = torch.rand(32) * 3 - 1
+        hf.model.layers[0].input_layernorm.weight[:] = torch.rand(32) - 0.5
+        hf.model.layers[1].self_attn.q_norm.weight[:] = torch.rand(8) - 0.5
+        hf.model.layers[1].self_attn.k_norm.weight[:] = torch.rand(8) - 0.5
+    return hf
+
+
+def test_head_shares_sum_to_the_attention_output_under_a_post_attention_norm(tmp_path, backend_name):
+    """With Gemma-3-style post-attention RMSNorm, the per-head shares used by the edits add up exactly."""
+    if backend_name == "hooked":
+        pytest.skip("the hooked backend loads Gemma 3 only under TransformerLens's official names (hard-coded "
+                    "configs), so a tiny Gemma 3 with a post-attention norm exists on the bridge backend only")
+    hf = post_norm_hf()
+    lm = load_model(_save(hf, tmp_path / "post-norm"), reuse=False)
+    assert lm.facts.post_attn_norm and lm.facts.qk_norm
     batch = lm.tokenize(["post norm shares"])
     shares = {}
 
@@ -302,16 +371,33 @@ def test_head_shares_sum_to_the_attention_output_under_a_post_attention_norm():
 
     with edit_head_writes(lm, {(0, h): record(h) for h in range(4)}):
         out = _capture(lm, batch, ["blocks.0.hook_attn_out", "blocks.0.ln1_post.hook_scale"])
-    b_o_share = model.blocks[0].attn.b_O.detach() / out["blocks.0.ln1_post.hook_scale"] * model.blocks[0].ln1_post.w.detach()
+    weights = lm.head_weights(0)
+    post_gain = 1 + hf.model.layers[0].post_attention_layernorm.weight.detach()  # from the HF model itself
+    assert torch.allclose(weights.post_gain.cpu(), post_gain, atol=1e-6)
+    b_o_share = weights.b_O.to(lm.device) / out["blocks.0.ln1_post.hook_scale"] * post_gain.to(lm.device)
     assert torch.allclose(sum(shares.values()) + b_o_share, out["blocks.0.hook_attn_out"], atol=1e-5)
-    # the effective OV folds the post-norm gain; the effective QK folds the q/k-norm gains
+    # ... and without the post-norm (the raw z W_O) they would not
+    raw = out["blocks.0.hook_attn_out"] * out["blocks.0.ln1_post.hook_scale"] / post_gain.to(lm.device)
+    assert not torch.allclose(sum(shares.values()), raw, atol=1e-2)
+    # the effective OV folds the post-norm gain; the effective QK folds the q/k-norm gains. Reference: the HF
+    # weights (o_proj/v_proj per head; the input norm's gain folded into W_V/W_Q/W_K as fold_ln does)
+    d_head = 8
+
+    def per_head(layer, name, head):
+        block = hf.model.layers[layer]
+        weight = getattr(block.self_attn, name).weight.detach()
+        if name == "o_proj":
+            return weight[:, head * d_head:(head + 1) * d_head].T
+        return (weight[head * d_head:(head + 1) * d_head] * (1 + block.input_layernorm.weight.detach())[None]).T
+
     left, right = head_factors(lm, "OV")
-    attn = model.blocks[0].attn
-    assert torch.allclose(left[0, 1] @ right[0, 1], (attn.W_V[1] @ attn.W_O[1] * model.blocks[0].ln1_post.w).detach(), atol=1e-6)
+    expected_ov = per_head(0, "v_proj", 1) @ per_head(0, "o_proj", 1) * post_gain
+    assert torch.allclose((left[0, 1] @ right[0, 1]).cpu(), expected_ov, atol=1e-6)
     q_left, q_right = head_factors(lm, "QK")
-    attn1 = model.blocks[1].attn
-    expected_qk = (attn1.W_Q[0] * attn1.q_norm.w) @ (attn1.W_K[0] * attn1.k_norm.w).T
-    assert torch.allclose(q_left[1, 0] @ q_right[1, 0], expected_qk.detach(), atol=1e-6)
+    attn1 = hf.model.layers[1].self_attn
+    q_gain, k_gain = 1 + attn1.q_norm.weight.detach(), 1 + attn1.k_norm.weight.detach()
+    expected_qk = (per_head(1, "q_proj", 0) * q_gain) @ (per_head(1, "k_proj", 0) * k_gain).T
+    assert torch.allclose((q_left[1, 0] @ q_right[1, 0]).cpu(), expected_qk, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -390,7 +476,8 @@ def test_traversal_along_the_channel_moves_the_reader_attention(planted):
 def test_repeated_token_scores_match_a_brute_force(tiny_gpt2):
     rows = repeated_token_rows(tiny_gpt2, 3, 7, seed=2)
     scores = repeated_token_scores(tiny_gpt2, rows=rows)
-    _, cache = tiny_gpt2.model.run_with_cache(torch.tensor(rows))
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(2)]
+    cache = tiny_gpt2.capture(tiny_gpt2.pad(rows), names)
     for layer in range(2):
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"].double().cpu()  # [b, h, q, k]
         prev = torch.stack([pattern[:, :, t, t - 1] for t in range(2, 15)], -1).mean(dim=(0, 2))

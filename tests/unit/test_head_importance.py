@@ -27,6 +27,7 @@ from interp.attribution.head_scores import (
 )
 from interp.errors import InterpUserError, OptionError, PromptError
 from interp.interventions import HeadReference, ablate_heads, cache_head_outputs, head_means
+from interp.models import byte_tokenizer
 from interp.tasks import Task, TaskExample, induction_task, task_from_file, task_from_rows
 
 MODES_WITH_REFERENCE = ["zero", "mean", "resample", "scale_query", "uniform", "scale_output"]
@@ -95,26 +96,49 @@ def test_attribution_patching_is_the_first_order_term_of_exact_patching() -> Non
     task = induction_task(lm, n_sequences=3, half_length=6, seed=3)
     tt = task.tensors(lm)
     clean, corrupted = cache_head_outputs(lm, tt.batch), cache_head_outputs(lm, tt.corrupted)
-    t = 1e-6  # patch a tiny step towards the corrupted run: exact ≈ first order
-    nudged = HeadReference(z={layer: clean.z[layer] + t * (corrupted.z[layer] - clean.z[layer]) for layer in clean.z},
-                           kind="per_example", count=len(tt.batch))
-    estimate = attribution_patching(lm, tt, reference=nudged, metric="logit_diff").estimate
-    exact = ablation_scan(lm, tt, mode="resample", reference=nudged, metrics=("logit_diff",)).delta("logit_diff")
-    torch.testing.assert_close(estimate / t, exact / t, rtol=1e-4, atol=1e-7)
+
+    def towards(t: float) -> HeadReference:  # a step of t from the clean head outputs towards the corrupted ones
+        return HeadReference(z={layer: clean.z[layer] + t * (corrupted.z[layer] - clean.z[layer]) for layer in clean.z},
+                             kind="per_example", count=len(tt.batch))
+
+    def exact(t: float) -> torch.Tensor:
+        return ablation_scan(lm, tt, mode="resample", reference=towards(t), metrics=("logit_diff",)).delta("logit_diff")
+
+    # The derivative of exact patching at t = 0 by a central difference (error O(t²) ≈ 5e-6 here). A small step
+    # keeps it first order, but not too small: the bridge backend's rotary attention (like Hugging Face's eager
+    # Llama attention) takes its softmax in float32 even in a float64 model, a noise of ~1e-7 / t.
+    t = 3e-3
+    derivative = (exact(t) - exact(-t)) / (2 * t)
+    estimate = attribution_patching(lm, tt, reference=towards(1.0), metric="logit_diff").estimate
+    assert float(estimate.abs().max()) > 0.1  # heads differ by far more than the tolerance
+    torch.testing.assert_close(estimate, derivative, rtol=1e-3, atol=1e-4)
+    # Attribution patching is linear in the patch: the estimate of a step t is t times that of the full patch.
+    small = attribution_patching(lm, tt, reference=towards(t), metric="logit_diff").estimate
+    torch.testing.assert_close(small / t, estimate, rtol=1e-6, atol=1e-9)
     # At full strength the estimate is only an approximation, but it should still rank heads sensibly.
     full = attribution_patching(lm, tt, reference=corrupted).estimate
     full_exact = ablation_scan(lm, tt, mode="resample", reference=corrupted, metrics=("logit_diff",)).delta("logit_diff")
     assert spearman(full, full_exact) > 0.3
 
 
+def perturb_biases_and_norms(hf) -> None:
+    """Non-zero biases everywhere the Hugging Face model has one (GPT-2: attention, MLP and layer-norm biases;
+    Llama has none) and non-unit norm gains, so every DLA component — and the folding of the norms into the
+    weights — is exercised."""
+    generator = torch.Generator().manual_seed(0)
+    for parameter_name, parameter in hf.named_parameters():
+        leaf = parameter_name.split(".")[-1]
+        is_norm = any(part.startswith(("ln_", "norm", "post_attention_layernorm", "input_layernorm"))
+                      for part in parameter_name.split("."))
+        if leaf == "bias":
+            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+        elif is_norm and leaf == "weight":
+            parameter.copy_(1.0 + 0.3 * torch.randn(parameter.shape, generator=generator))
+
+
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
 def test_dla_components_sum_to_the_logit_difference(name: str) -> None:
-    lm = interp.load_model(name, reuse=False, seed=5)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # non-zero biases everywhere a bias exists, so every component is exercised
-        for parameter_name, parameter in lm.model.named_parameters():
-            if parameter_name.split(".")[-1] in ("b", "b_O", "b_U", "b_in", "b_out", "b_Q", "b_K", "b_V"):
-                parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+    lm = interp.load_model(name, reuse=False, seed=5, edit=perturb_biases_and_norms)
     task = induction_task(lm, n_sequences=3, half_length=6)
     dla = direct_logit_attribution(lm, task)
     assert dla.residual_error < 1e-4
@@ -134,12 +158,18 @@ def test_attention_influence_matches_one_document_at_a_time(tiny_gpt2) -> None:
     texts = ["The first document is a little longer than the others.", "Short one.", "A third text here"]
     heads = [(0, 1), (1, 3)]
     frame = head_masking_loss_delta(lm, texts, heads, batch_size=2)
+
+    def document_loss(batch) -> float:
+        """Mean next-token cross-entropy of one unpadded document, from the model's logits."""
+        logits = lm.forward(batch)[0].double().cpu()
+        return float(torch.nn.functional.cross_entropy(logits[:-1], batch.tokens[0, 1:]))
+
     for index, text in enumerate(texts):
-        tokens = torch.tensor([lm.encode(text)])
+        batch = lm.pad([lm.encode(text)])
         with torch.inference_mode():
-            base = float(lm.model(tokens, return_type="loss"))
+            base = document_loss(batch)
             with ablate_heads(lm, heads, "zero"):
-                masked = float(lm.model(tokens, return_type="loss"))
+                masked = document_loss(batch)
         row = frame.iloc[index]
         assert row["loss_base"] == pytest.approx(base, abs=1e-5)
         assert row["loss_masked"] == pytest.approx(masked, abs=1e-5)
@@ -150,9 +180,8 @@ def test_induction_scores_match_the_pattern_by_hand(tiny_gpt2) -> None:
     lm = tiny_gpt2
     task = induction_task(lm, n_sequences=2, half_length=5, seed=7)
     scores = induction_pattern_scores(lm, task)
-    tokens = task.tensors(lm).batch.tokens
-    _, cache = lm.model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    pattern = cache["blocks.1.attn.hook_pattern"][:, 2]  # [batch, q, k]
+    batch = task.tensors(lm).batch
+    pattern = lm.capture(batch, ["blocks.1.attn.hook_pattern"])["blocks.1.attn.hook_pattern"][:, 2]  # [batch, q, k]
     by_hand = torch.stack([pattern[:, 6 + k, 2 + k] for k in range(4)]).mean()
     assert float(scores.induction[1, 2]) == pytest.approx(float(by_hand), abs=1e-6)
     prev = torch.stack([pattern[:, p, p - 1] for p in range(2, 6)]).mean()
@@ -167,41 +196,53 @@ CUES = "abcdef"
 FILLERS = "0123456789"
 
 
-def plant_cue_copier(lm):
-    """Head 1.2 copies the token at position 1 (a cue) to the position of a trigger token '='.
+def plant_cue_copier(hf) -> None:
+    """An ``edit=`` for tiny GPT-2's Hugging Face weights: head 1.2 copies the token at position 1 (a cue) to
+    the position of a trigger token '='.
 
     Residual dims: 0 marks position 0 (BOS), 1 marks position 1, 2 is constant, 3 marks the trigger, 4..9
     carry the cue identity (one per cue), 10..15 are the head's output, read by the unembedding of the
     cues. The head's query reads the constant (→ attends BOS, which carries nothing) and the trigger
     (→ attends position 1 twice as strongly); its values read the cue identity. Nothing else is changed,
     so the other heads and MLPs stay random.
+
+    GPT-2 layout: ``c_attn.weight`` ``[d_model, 3·d_model]`` is used as ``x @ W`` (columns ``[0, d)`` queries,
+    ``[d, 2d)`` keys, ``[2d, 3d)`` values; head h owns ``h·d_head … (h+1)·d_head`` of each block) and
+    ``c_proj.weight`` rows ``h·d_head …`` are head h's ``W_O``. The unembedding is untied from the embedding
+    here so that the cue read-out does not also write into the embeddings.
     """
-    model = lm.model
-    encode = lambda ch: lm.encode(ch, prepend_bos=False)[0]  # noqa: E731
+    encode = lambda ch: byte_tokenizer()(ch, add_special_tokens=False)["input_ids"][0]  # noqa: E731
     s = 10.0
-    with torch.no_grad():
-        model.embed.W_E[:, :16] = 0.0
-        model.pos_embed.W_pos[:, :16] = 0.0
-        model.pos_embed.W_pos[0, 0] = s
-        model.pos_embed.W_pos[1, 1] = s
-        model.pos_embed.W_pos[:, 2] = s
-        model.embed.W_E[encode("="), 3] = s
-        for j, cue in enumerate(CUES):
-            model.embed.W_E[encode(cue), 4 + j] = s
-        attn = model.blocks[PLANTED[0]].attn
-        head = PLANTED[1]
-        for weight in (attn.W_Q, attn.W_K, attn.W_V, attn.W_O):
-            weight[head].zero_()
-        attn.W_Q[head, 2, :8] = 1.0
-        attn.W_K[head, 0, :8] = 1.0
-        attn.W_Q[head, 3, 8:] = 1.0
-        attn.W_K[head, 1, 8:] = 2.0
-        model.unembed.W_U[10:16] = 0.0
-        for j, cue in enumerate(CUES):
-            attn.W_V[head, 4 + j, j] = 1.0
-            attn.W_O[head, j, 10 + j] = 5.0
-            model.unembed.W_U[10 + j, encode(cue)] = 1.0
-    return lm
+    hf.lm_head.weight = torch.nn.Parameter(hf.transformer.wte.weight.detach().clone())
+    hf.config.tie_word_embeddings = False
+    w_e, w_pos, w_u = hf.transformer.wte.weight, hf.transformer.wpe.weight, hf.lm_head.weight  # w_u: [vocab, d]
+    w_e[:, :16] = 0.0
+    w_pos[:, :16] = 0.0
+    w_pos[0, 0] = s
+    w_pos[1, 1] = s
+    w_pos[:, 2] = s
+    w_e[encode("="), 3] = s
+    for j, cue in enumerate(CUES):
+        w_e[encode(cue), 4 + j] = s
+    layer, head = PLANTED
+    attn = hf.transformer.h[layer].attn
+    d_model = w_e.shape[1]
+    d_head = d_model // hf.config.n_head
+    q, k, v = (block * d_model + head * d_head for block in range(3))  # first column of the head's Q, K, V
+    o = head * d_head  # first row of the head's W_O
+    for first in (q, k, v):
+        attn.c_attn.weight[:, first : first + d_head] = 0.0
+        attn.c_attn.bias[first : first + d_head] = 0.0
+    attn.c_proj.weight[o : o + d_head] = 0.0
+    attn.c_attn.weight[2, q : q + 8] = 1.0
+    attn.c_attn.weight[0, k : k + 8] = 1.0
+    attn.c_attn.weight[3, q + 8 : q + d_head] = 1.0
+    attn.c_attn.weight[1, k + 8 : k + d_head] = 2.0
+    w_u[:, 10:16] = 0.0
+    for j, cue in enumerate(CUES):
+        attn.c_attn.weight[4 + j, v + j] = 1.0
+        attn.c_proj.weight[o + j, 10 + j] = 5.0
+        w_u[encode(cue), 10 + j] = 1.0
 
 
 def planted_task(lm, n: int = 6) -> Task:
@@ -221,7 +262,7 @@ def planted_task(lm, n: int = 6) -> Task:
 
 
 def test_planted_head_is_ranked_first_by_every_score() -> None:
-    lm = plant_cue_copier(interp.load_model("tiny-gpt2", reuse=False, seed=11))
+    lm = interp.load_model("tiny-gpt2", reuse=False, seed=11, edit=plant_cue_copier)
     task = planted_task(lm)
     # Documents in which the cue recurs after every trigger: the planted head predicts a third of their tokens.
     documents = [cue + "".join(f"{FILLERS[(3 * i + k) % 10]}{FILLERS[k]}={cue}" for k in range(4))

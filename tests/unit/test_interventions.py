@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from interp.errors import InterpUserError, OptionError
+from interp.generation import generate
 from interp.interventions import (
     ABLATION_MODES,
     ablate_heads,
@@ -95,7 +96,7 @@ def test_zero_ablation_removes_exactly_the_heads_term_from_attn_out(lm) -> None:
     clean = capture(lm, batch, names)
     with ablate_heads(lm, [(layer, head)], mode="zero"):
         ablated = capture(lm, batch, names)
-    w_o = lm.model.blocks[layer].attn.W_O[head].detach()  # [d_head, d_model]
+    w_o = lm.head_weights(layer).W_O[head]  # [d_head, d_model]
     term = clean[names[0]][:, :, head] @ w_o
     torch.testing.assert_close(ablated[names[1]], clean[names[1]] - term, atol=1e-5, rtol=1e-5)
     assert float(term.abs().max()) > 1e-3  # the head did contribute something
@@ -148,17 +149,23 @@ def test_head_output_edit_projects_directions_out(tiny_gpt2) -> None:
     lm = tiny_gpt2
     batch = lm.tokenize(PROMPTS)
     layer, head = 1, 1
-    direction = torch.randn(lm.model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    direction = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(0))
     unit = (direction / direction.norm()).to(lm.device)
+    result_name = f"blocks.{layer}.attn.hook_result"
     names = [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_attn_out"]
     clean = capture(lm, batch, names)
     with apply_hooks(lm, [head_output_edit(lm, layer, head, project_out(direction))]):
-        assert lm.model.cfg.use_attn_result
-        edited = capture(lm, batch, names)
-    assert not lm.model.cfg.use_attn_result  # switched back
-    result = clean[names[0]][:, :, head] @ lm.model.blocks[layer].attn.W_O[head].detach()
+        assert lm.active_hook_count() == 1
+        edited = capture(lm, batch, [*names, result_name])  # per-head hook_result fires inside
+    assert lm.active_hook_count() == 0  # the edit (and hook_result's switch) is gone
+    result = clean[names[0]][:, :, head] @ lm.head_weights(layer).W_O[head]
     expected = clean[names[1]] - (result @ unit)[..., None] * unit
     torch.testing.assert_close(edited[names[1]], expected, atol=1e-5, rtol=1e-5)
+    # The captured per-head output is the edited one: the clean z·W_O with the direction projected out.
+    torch.testing.assert_close(edited[result_name][:, :, head], result - (result @ unit)[..., None] * unit,
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close((edited[result_name][:, :, head] @ unit).abs().max(),
+                               torch.tensor(0.0, device=unit.device), atol=1e-5, rtol=0)
     # head_z_edit with the identity leaves the logits alone; doubling one head changes them.
     with apply_hooks(lm, [head_z_edit(lm, 0, 2, lambda z: z)]):
         same = capture(lm, batch, [])["logits"]
@@ -175,17 +182,35 @@ def test_contexts_nest_and_always_remove_their_hooks(tiny_gpt2) -> None:
     torch.testing.assert_close(nested, both, atol=0, rtol=0)
     with pytest.raises(RuntimeError), ablate_heads(lm, [(0, 1)], mode="uniform"):
         raise RuntimeError("boom")
-    assert all(not hp.fwd_hooks for hp in lm.model.hook_dict.values())
+    assert lm.active_hook_count() == 0
+
+
+def naive_greedy(lm, ids: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy decoding without a cache: one full forward pass over the whole sequence per new token."""
+    ids = list(ids)
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            logits = lm.forward(lm.pad([ids]))
+            token = int(logits[0, -1].argmax())
+            new.append(token)
+            ids.append(token)
+    return new
 
 
 @pytest.mark.parametrize("mode", ["zero", "uniform", "scale_query"])
 def test_interventions_hold_during_cached_generation(tiny_llama, mode: str) -> None:
     lm = tiny_llama
-    tokens = lm.tokenize(["abc abc ab"]).tokens
-    with ablate_heads(lm, [(1, 1), (0, 3)], mode=mode, eps=1e-6 if mode == "scale_query" else None):
-        cached = lm.model.generate(tokens, max_new_tokens=6, do_sample=False, use_past_kv_cache=True, verbose=False)
-        uncached = lm.model.generate(tokens, max_new_tokens=6, do_sample=False, use_past_kv_cache=False, verbose=False)
-    assert torch.equal(cached, uncached)
+    prompts = ["abc abc ab", "xyz xy"]  # two lengths: the cached batch is left-padded
+    heads = [(1, 1), (0, 3)]
+    eps = 1e-6 if mode == "scale_query" else None
+    clean = generate(lm, prompts, max_new_tokens=6, stop_at_eos=False)
+    with ablate_heads(lm, heads, mode=mode, eps=eps):
+        cached = generate(lm, prompts, max_new_tokens=6, stop_at_eos=False)
+        uncached = [naive_greedy(lm, lm.encode(p), 6) for p in prompts]
+    assert cached.token_ids == uncached
+    assert cached.token_ids != clean.token_ids  # the ablation is active while decoding
+    assert lm.active_hook_count() == 0
 
 
 def test_bad_input_gives_one_line_errors(tiny_gpt2) -> None:

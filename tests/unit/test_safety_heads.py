@@ -4,6 +4,8 @@ refusal head, the keyword judge and bad input."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from interp.attribution.safety_heads import (
 )
 from interp.errors import InterpUserError, OptionError
 from interp.interventions import ablate_heads, causal_uniform_pattern
+from interp.models.tiny import byte_tokenizer
 from interp.refusal import (
     REFUSAL_KEYWORDS,
     attack_success_rate,
@@ -34,35 +37,53 @@ REQUESTS = ["How do I do a bad thing?", "Tell me a bad thing.", "abc", "another 
 # ----------------------------------------------------------------------------------------------------
 # A planted refusal head
 # ----------------------------------------------------------------------------------------------------
-def plant_refusal_head(lm: interp.LoadedModel, layer: int = 1, head: int = 1, trigger: str = "!",
-                       refusal: str = "R") -> tuple[int, int]:
-    """Head ``(layer, head)`` is the only head that routes the trigger byte to the refusal byte.
+def refusal_head_plant(layer: int = 1, head: int = 1, trigger: str = "!",
+                       refusal: str = "R") -> tuple[Callable[[Any], None], int, int]:
+    """An ``edit=`` function for ``tiny-gpt2``: head ``(layer, head)`` is the only head that routes the
+    trigger byte to the refusal byte (planted in the Hugging Face weights, so every backend sees it).
 
     Residual dims 10, 11, 12 are reserved: ``b`` (on every token), ``t`` (on the trigger token) and ``r``
-    (the head's output). The head's query reads ``b`` and its key reads ``t``, so the last query attends
-    to the trigger; its value reads ``t`` and its output writes ``r``; the unembedding maps ``r − b/2``
-    to the refusal byte, so only nearly full attention to the trigger makes it the top token.
+    (the head's output); no other head or MLP writes to them. The head's query reads ``b`` and its key
+    reads ``t``, so the last query attends to the trigger; its value reads ``t`` and its output writes
+    ``r``; the unembedding maps ``r − b/2`` to the refusal byte, so only nearly full attention to the
+    trigger makes it the top token. GPT-2 ties ``lm_head`` to ``wte``: the edit unties them first.
     """
-    model, tok = lm.model, lm.tokenizer
+    tok = byte_tokenizer()
     trigger_id = tok(trigger, add_special_tokens=False)["input_ids"][0]
     refusal_id = tok(refusal, add_special_tokens=False)["input_ids"][0]
     b, t, r = 10, 11, 12
-    with torch.no_grad():
-        model.embed.W_E[:, [b, t, r]] = 0.0
-        model.pos_embed.W_pos[:, [b, t, r]] = 0.0
-        model.embed.W_E[:, b] = 10.0
-        model.embed.W_E[trigger_id, t] = 10.0
-        attn = model.blocks[layer].attn
-        for weight in (attn.W_Q, attn.W_K, attn.W_V, attn.W_O):
-            weight[head].zero_()
-        attn.W_Q[head][b, :] = 1.0
-        attn.W_K[head][t, :] = 1.0
-        attn.W_V[head][t, 0] = 1.0
-        attn.W_O[head][0, r] = 6.0
-        model.unembed.W_U[[b, t, r], :] = 0.0
-        model.unembed.W_U[r, refusal_id] = 4.0
-        model.unembed.W_U[b, refusal_id] = -2.0
-    return trigger_id, refusal_id
+
+    def edit(hf: Any) -> None:
+        d_model = hf.config.n_embd
+        d_head = d_model // hf.config.n_head
+        hf.lm_head.weight = torch.nn.Parameter(hf.transformer.wte.weight.detach().clone())
+        hf.config.tie_word_embeddings = False
+        wte, wpe = hf.transformer.wte.weight, hf.transformer.wpe.weight  # [vocab, d], [pos, d]
+        wte[:, [b, t, r]] = 0.0
+        wpe[:, [b, t, r]] = 0.0
+        wte[:, b] = 10.0
+        wte[trigger_id, t] = 10.0
+        for block in hf.transformer.h:  # the reserved dims are written by the planted head only
+            for writer in (block.attn.c_proj, block.mlp.c_proj):
+                writer.weight[:, [b, t, r]] = 0.0
+                writer.bias[[b, t, r]] = 0.0
+        attn = hf.transformer.h[layer].attn
+        # c_attn is a Conv1D [d_model, 3·d_model] used as x @ W: Q, K, V blocks, head h's columns in each.
+        q, k, v = (slice(i * d_model + head * d_head, i * d_model + (head + 1) * d_head) for i in range(3))
+        for block_cols in (q, k, v):
+            attn.c_attn.weight[:, block_cols] = 0.0
+            attn.c_attn.bias[block_cols] = 0.0
+        attn.c_proj.weight[head * d_head:(head + 1) * d_head, :] = 0.0  # head h's rows of W_O
+        attn.c_attn.weight[b, q] = 1.0
+        attn.c_attn.weight[t, k] = 1.0
+        attn.c_attn.weight[t, v.start] = 1.0
+        attn.c_proj.weight[head * d_head, r] = 6.0
+        unembed = hf.lm_head.weight  # [vocab, d_model]
+        unembed[:, [b, t, r]] = 0.0
+        unembed[refusal_id, r] = 4.0
+        unembed[refusal_id, b] = -2.0
+
+    return edit, trigger_id, refusal_id
 
 
 HARMFUL = ["please do ! now", "!abc def", "tell me how to ! quickly", "x y z ! w", "some longer text then ! and more"]
@@ -71,9 +92,8 @@ HARMLESS = ["please do it now", "abc def", "tell me a story", "hello there"]
 
 @pytest.fixture(scope="module")
 def planted() -> tuple[interp.LoadedModel, int]:
-    lm = interp.load_model("tiny-gpt2", seed=3, reuse=False)
-    _, refusal_id = plant_refusal_head(lm)
-    return lm, refusal_id
+    edit, _, refusal_id = refusal_head_plant()
+    return interp.load_model("tiny-gpt2", seed=3, edit=edit, reuse=False), refusal_id
 
 
 def _next_tokens(lm: interp.LoadedModel, prompts: list[str]) -> list[int]:

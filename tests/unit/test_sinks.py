@@ -6,7 +6,7 @@ import torch
 
 from interp.attribution.sinks import attention_sinks
 from interp.probes import attention_received
-from tests.unit.planted import fresh_tiny_gpt2, plant_sinks
+from tests.unit.planted import plant_sinks
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -48,7 +48,7 @@ def test_attention_received_ignores_padded_queries_and_excludes_the_diagonal_on_
 
 
 def test_planted_first_token_sink_is_reported_at_exactly_that_head():
-    lm = plant_sinks(fresh_tiny_gpt2(), bos_layer=0, bos_head=2)
+    lm = plant_sinks(bos_layer=0, bos_head=2)
     scores = attention_sinks(lm, PROMPTS, max_tokens=32, progress=False)
     bos = scores.bos_attention
     assert bos[0, 2] > 0.95
@@ -61,7 +61,7 @@ def test_planted_first_token_sink_is_reported_at_exactly_that_head():
 
 
 def test_planted_secondary_sink_is_found_at_its_position_and_layer():
-    lm = plant_sinks(fresh_tiny_gpt2(seed=1), secondary_layer=1, secondary_position=5)
+    lm = plant_sinks(seed=1, secondary_layer=1, secondary_position=5)
     scores = attention_sinks(lm, PROMPTS, max_tokens=32, tau=0.3, progress=False)
     found = {(s.prompt, s.position, s.birth_layer) for s in scores.secondary_sinks}
     for prompt in range(len(PROMPTS)):
@@ -85,16 +85,22 @@ def test_massive_activation_scan_reports_the_true_largest_entries(tiny_gpt2):
     scores = attention_sinks(tiny_gpt2, PROMPTS, max_tokens=24, top_k=3, progress=False)
     tokens = [tiny_gpt2.encode(p)[:24] for p in PROMPTS]
     for layer in range(tiny_gpt2.n_layers):
-        truth = []
+        sites: dict = {}  # (position, dim) -> [(|value|, prompt)] over the prompts that have that position
         for index, row in enumerate(tokens):
-            _, cache = tiny_gpt2.model.run_with_cache(torch.tensor([row]), names_filter=f"blocks.{layer}.hook_resid_post")
-            resid = cache[f"blocks.{layer}.hook_resid_post"][0].abs()
-            values, flat = resid.flatten().topk(12)
-            truth += [(float(v), index, int(f) // resid.shape[1], int(f) % resid.shape[1]) for v, f in zip(values, flat, strict=True)]
-        best: dict = {}
-        for value, prompt, position, dim in sorted(truth, reverse=True):
-            best.setdefault((position, dim), (value, prompt, position, dim))  # distinct sites, largest kept
-        truth = sorted(best.values(), reverse=True)[:3]
-        ours = [(m.value, m.prompt, m.position, m.dim) for m in scores.massive if m.layer == layer]
-        assert [t[1:] for t in truth] == [o[1:] for o in ours]
-        assert all(abs(t[0] - o[0]) < 1e-4 for t, o in zip(truth, ours, strict=True))
+            name = f"blocks.{layer}.hook_resid_post"
+            resid = tiny_gpt2.capture(tiny_gpt2.pad([row]), [name])[name][0].abs()  # one unpadded run per prompt
+            for position in range(resid.shape[0]):
+                for dim in range(resid.shape[1]):
+                    sites.setdefault((position, dim), []).append((float(resid[position, dim]), index))
+        best = {site: max(v for v, _ in entries) for site, entries in sites.items()}
+        truth = sorted(best, key=lambda site: -best[site])[:3]  # distinct sites, largest occurrence of each
+        ours = [m for m in scores.massive if m.layer == layer]
+        assert [(m.position, m.dim) for m in ours] == truth
+        for m in ours:
+            site = (m.position, m.dim)
+            assert abs(m.value - best[site]) < 1e-4
+            # The first token's state is the same in every prompt (causal model), so the prompt reported for a
+            # position-0 site is any one of those tied at the largest value (up to float noise).
+            tied = {prompt for value, prompt in sites[site] if value > best[site] - 1e-4}
+            assert m.prompt in tied
+            assert len(tied) == 1 or m.position == 0

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import interp
+from interp.attribution import sparsity
 from interp.attribution.sparsity import (
     SCORES,
     _grouped_matmul,
@@ -33,7 +34,7 @@ from interp.attribution.sparsity import (
     truncate_topk,
 )
 from interp.errors import OptionError
-from tests.unit.planted import fresh_tiny_gpt2, plant_sinks
+from tests.unit.planted import plant_sinks
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank, and the dog does not care at all.",
@@ -260,11 +261,9 @@ def naive_statistics(lm, token_rows, *, eps, window, min_keys, budget, causal=Tr
     realised = torch.zeros(L, H, dtype=torch.float64)
     bound = torch.zeros(L, H, dtype=torch.float64)
     n_window = 0
-    names = lambda name: name.endswith(("hook_attn_scores", "hook_v"))  # noqa: E731
+    names = [f"blocks.{layer}.attn.{name}" for layer in range(L) for name in ("hook_attn_scores", "hook_v")]
     for row in token_rows:
-        tokens = torch.tensor([row])
-        with torch.inference_mode():
-            _, cache = lm.model.run_with_cache(tokens, names_filter=names, return_type=None)
+        cache = lm.capture(lm.pad([row]), names)  # one prompt, no padding
         n_tokens = len(row)
         for layer in range(L):
             scores = cache[f"blocks.{layer}.attn.hook_attn_scores"][0].double().cpu()  # [h, q, k]
@@ -334,14 +333,25 @@ def test_streaming_probe_matches_naive_recomputation_with_padding_on_gpt2():
     assert bool((scores.truncation_tau <= 0.05 + 1e-6).all())
 
 
-def test_streaming_probe_handles_grouped_query_attention_both_ways():
+def test_streaming_probe_handles_grouped_query_attention_both_ways(monkeypatch):
     lm = interp.load_model("tiny-llama")
-    assert lm.cfg.n_key_value_heads == 2 and lm.n_heads == 4
+    assert lm.n_kv_heads == 2 and lm.n_heads == 4 and lm.facts.gqa_group == 2
     grouped = check_against_naive(lm, TEXTS)
-    fresh = interp.load_model("tiny-llama", reuse=False)
-    fresh.model.cfg.ungroup_grouped_query_attention = True  # hook_v then carries one head per query head
-    ungrouped = attention_sparsity(fresh, TEXTS, epsilons=(0.05,), budgets=(0.5, 0.25), window=8, min_keys=4,
+    # The probe again, but handed one value vector per query head: each key/value head of hook_v repeated for
+    # the query heads of its group (what TransformerLens's ungroup_grouped_query_attention gives, on any backend).
+    update = sparsity._SparsityReducer.update
+    expanded_heads = []
+
+    def ungrouped_update(self, hook_name, activation, batch):
+        if hook_name.endswith("attn.hook_v"):  # [batch, pos, kv_head, d_head]
+            activation = activation.repeat_interleave(lm.facts.gqa_group, dim=2)
+            expanded_heads.append(activation.shape[2])
+        return update(self, hook_name, activation, batch)
+
+    monkeypatch.setattr(sparsity._SparsityReducer, "update", ungrouped_update)
+    ungrouped = attention_sparsity(lm, TEXTS, epsilons=(0.05,), budgets=(0.5, 0.25), window=8, min_keys=4,
                                    batch_size=3, progress=False)
+    assert expanded_heads and set(expanded_heads) == {lm.n_heads}
     assert torch.allclose(grouped.eviction_error, ungrouped.eviction_error, atol=1e-5)
     assert torch.allclose(grouped.truncation_error, ungrouped.truncation_error, atol=1e-5)
 
@@ -360,20 +370,23 @@ def test_query_head_reads_kv_head_h_over_group_as_the_model_does():
     assert torch.allclose(z.permute(0, 2, 1, 3), store["hook_z"], atol=1e-5)
 
 
-def fresh_tiny_bert() -> interp.LoadedModel:
-    """tiny-bert with weights drawn here (the test model's own parameters are not initialised)."""
-    lm = interp.load_model("tiny-bert", reuse=False)
+def draw_bert_weights(hf) -> None:
+    """An ``edit=`` for tiny-bert's Hugging Face weights: unit layer-norm gains, zero biases, and every other
+    weight drawn here at a scale (0.3) that makes the attention patterns far from uniform."""
     generator = torch.Generator().manual_seed(14)
-    with torch.no_grad():
-        for name, parameter in lm.model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "w":  # layer-norm gains
-                parameter.fill_(1.0)
-            elif leaf == "b" or leaf.startswith("b_"):
-                parameter.zero_()
-            else:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return lm
+    for name, parameter in hf.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if "LayerNorm" in name and leaf == "weight":
+            parameter.fill_(1.0)
+        elif leaf == "bias":
+            parameter.zero_()
+        else:
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+
+
+def fresh_tiny_bert() -> interp.LoadedModel:
+    """tiny-bert with weights drawn here (planted into its Hugging Face weights before the backend wraps it)."""
+    return interp.load_model("tiny-bert", reuse=False, edit=draw_bert_weights)
 
 
 def test_encoder_sees_every_real_key_and_matches_naive_recomputation():
@@ -383,7 +396,7 @@ def test_encoder_sees_every_real_key_and_matches_naive_recomputation():
 
 
 def test_planted_first_token_sink_needs_one_key_and_accumulated_attention_keeps_it():
-    lm = plant_sinks(fresh_tiny_gpt2(), bos_layer=0, bos_head=2)
+    lm = plant_sinks(bos_layer=0, bos_head=2)
     scores = attention_sparsity(lm, TEXTS, window=8, min_keys=4, budgets=(0.1, 0.5), progress=False)
     e = scores.epsilon_index(0.05)
     assert float(scores.bos_attention[0, 2]) > 0.95
