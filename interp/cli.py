@@ -92,8 +92,11 @@ def cmd_list() -> int:
         print(f"  {spec.name:16s} [{spec.source}, {mark}] {spec.description}")
     print("\nAlso: any Hugging Face hub id (gpt2, EleutherAI/pythia-70m, google/gemma-2-2b, …; needs the network) "
           "or a local Hugging Face checkpoint folder.")
-    print("Backends: hooked (default; TransformerLens HookedTransformer) and bridge (TransformerBridge; "
-          "--device-map/--max-memory/--offload-folder for models larger than one device or memory).")
+    from interp.backends import available_backends, default_backend
+
+    print(f"Backends: {', '.join(available_backends())} (default {default_backend()}). hooked: TransformerLens's "
+          "HookedTransformer; bridge: TransformerBridge over the Hugging Face model, with --device-map/"
+          "--max-memory/--offload-folder for models larger than one device or memory.")
     return 0
 
 

@@ -222,11 +222,15 @@ class _SinkReducer(Reducer):
             signed = float(resid[row, position, dim])
             self.top[layer].append((abs(signed), batch.prompt_index[row], position, dim, median))
         # The first token's state is the same in every prompt (causal models), so keep distinct
-        # (position, dim) sites: the largest occurrence of each.
+        # (position, dim) sites: the largest occurrence of each. Occurrences equal up to float rounding
+        # (1e-5 relative: batch composition changes the last bits) go to the lowest prompt index, so the
+        # reported prompt does not depend on rounding.
         best: dict[tuple[int, int], tuple[float, int, int, int, float]] = {}
         for entry in self.top[layer]:
             site = (entry[2], entry[3])
-            if site not in best or entry[0] > best[site][0]:
+            old = best.get(site)
+            tied = old is not None and abs(entry[0] - old[0]) <= 1e-5 * max(abs(old[0]), 1e-12)
+            if old is None or (entry[0] > old[0] and not tied) or (tied and entry[1] < old[1]):
                 best[site] = entry
         self.top[layer] = sorted(best.values(), key=lambda e: -e[0])[: self.top_k]
 

@@ -610,8 +610,12 @@ class Backend(abc.ABC):
     def release_memory(self) -> None:  # noqa: B027 - optional for backends
         """Free caches the backend keeps between calls (re-laid weight copies)."""
 
-    def weights_context(self) -> contextlib.AbstractContextManager:
-        """A context during which weights can be read (loads disk-offloaded layers; no-op otherwise)."""
+    def weights_context(self, module: Any = None) -> contextlib.AbstractContextManager:
+        """A context during which weights can be read directly (loads disk-offloaded layers; no-op otherwise).
+
+        The protocol's weight accessors use it themselves; callers need it only to read parameters of
+        the native model of a disk-offloaded bridge model.
+        """
         return contextlib.nullcontext()
 
     def active_hook_count(self) -> int:

@@ -77,6 +77,7 @@ class BridgeBackend(Backend):
         super().__init__(model, tokenizer, info, facts)
         self._aliases = aliases  # TransformerLens name → the Bridge's name for the same activation
         self._offloaded = offloaded
+        self._loaded_ids: set[int] = set()  # modules whose offloaded weights a weights_context holds
         self._layers, self._first_block = _block_list(model)
         for block in model.blocks:
             block.attn.register_forward_pre_hook(_cache_kwarg_alias, with_kwargs=True)
@@ -164,8 +165,7 @@ class BridgeBackend(Backend):
     def final_norm(self, resid: Tensor) -> Tensor:
         if self.facts.normalization is None:
             return resid
-        with self.weights_context():
-            return self._model.ln_final(resid)
+        return self._model.ln_final(resid)  # accelerate's own hook loads an offloaded norm as it runs
 
     def final_norm_spec(self) -> NormSpec | None:
         if self.facts.normalization is None:
@@ -174,20 +174,21 @@ class BridgeBackend(Backend):
         if self.info.processing.get("fold_ln"):
             # Folded into W_U: what is left is the normalisation itself (TransformerLens's LNPre/RMSNormPre).
             return NormSpec(kind=self.facts.normalization)  # type: ignore[arg-type]
-        with self.weights_context():
+        with self.weights_context(module):
             return _norm_spec(module, self.facts.normalization)
 
     def post_attn_norm_spec(self, layer: int) -> NormSpec | None:
         block = self._model.blocks[layer]
         if not self.facts.post_attn_norm or not hasattr(block, "ln1_post"):
             return None
-        with self.weights_context():
+        with self.weights_context(block):
             return _norm_spec(block.ln1_post, "rmsnorm")
 
     def head_weights(self, layer: int) -> HeadWeights:
-        attn = self._model.blocks[layer].attn
+        block = self._model.blocks[layer]
+        attn = block.attn
         n = self.n_heads
-        with self.weights_context(), torch.no_grad():
+        with self.weights_context(block), torch.no_grad():
             b_o = getattr(attn, "b_O", None)
             q_gain = k_gain = None
             if self.facts.qk_norm and hasattr(attn, "q_norm"):
@@ -203,7 +204,7 @@ class BridgeBackend(Backend):
 
     @property
     def W_U(self) -> Tensor:
-        with self.weights_context():
+        with self.weights_context(self._hf.get_output_embeddings()):
             return self._model.W_U
 
     @property
@@ -216,21 +217,24 @@ class BridgeBackend(Backend):
     @property
     def W_E(self) -> Tensor:
         embed = self._hf.get_input_embeddings()
-        with self.weights_context(), torch.no_grad():
+        with self.weights_context(embed), torch.no_grad():
             weight = embed.weight.detach()
             scale = getattr(embed, "embed_scale", None)  # Gemma scales embeddings by √d_model
             return weight * scale.to(weight) if isinstance(scale, Tensor) else weight
 
     def unembed(self, normed: Tensor) -> Tensor:
-        with self.weights_context():
-            return self.softcap(self._model.unembed(normed))
+        return self.softcap(self._model.unembed(normed))
 
     @contextlib.contextmanager
-    def weights_context(self) -> Iterator[None]:
+    def weights_context(self, module: nn.Module | None = None) -> Iterator[None]:
+        """Load the disk-offloaded weights under ``module`` (default: the whole model) for the block.
+
+        Re-entrant: a nested context leaves what an outer one loaded in place.
+        """
         if not self._offloaded:
             yield
             return
-        with _onloaded(self._hf):
+        with _onloaded(self._hf if module is None else module, self._loaded_ids):
             yield
 
     # -- generation --------------------------------------------------------------------------------
@@ -307,18 +311,22 @@ def _input_device(hf: nn.Module) -> str:
 
 
 @contextlib.contextmanager
-def _onloaded(root: nn.Module) -> Iterator[None]:
-    """Load every disk-offloaded module's weights for the block (accelerate's own hooks), then free them."""
-    hooked = [m for m in root.modules() if getattr(getattr(m, "_hf_hook", None), "offload", False)]
+def _onloaded(root: nn.Module, active: set[int]) -> Iterator[None]:
+    """Load the weights of every disk-offloaded module under ``root`` not already loaded (``active``) with
+    accelerate's own hooks, and free exactly those again on exit."""
+    hooked = [m for m in root.modules()
+              if getattr(getattr(m, "_hf_hook", None), "offload", False) and id(m) not in active]
     loaded = []
     try:
         for module in hooked:
             module._hf_hook.pre_forward(module)
+            active.add(id(module))
             loaded.append(module)
         yield
     finally:
         for module in reversed(loaded):
             module._hf_hook.post_forward(module, None)
+            active.discard(id(module))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -375,6 +383,8 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
     from transformer_lens.model_bridge import TransformerBridge
 
     hf = source.build_hf(dtype, placement)
+    # The checkpoint's count, taken before the Bridge adds its split Q/K/V copies and an untied unembedding.
+    n_params = int(sum(p.numel() for p in hf.parameters()))
     if hasattr(hf, "set_attn_implementation"):
         hf.set_attn_implementation("eager")  # the Bridge reads scores and patterns from the eager path
     else:  # pragma: no cover - older transformers
@@ -414,7 +424,7 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
     info = ModelInfo(
         name=source.name, source=source.kind, origin=source.origin, architecture=source.architecture,
         dtype=str(dtype).replace("torch.", ""), device=first_device, processing=use, prepend_bos=True,
-        n_params=int(sum(p.numel() for p in hf.parameters())), n_layers=facts.n_layers, n_heads=facts.n_heads,
+        n_params=n_params, n_layers=facts.n_layers, n_heads=facts.n_heads,
         n_kv_heads=facts.n_kv_heads, d_model=facts.d_model, d_head=facts.d_head, n_ctx=facts.n_ctx,
         is_encoder=facts.is_encoder, backend="bridge",
         # accelerate leaves no map when everything fits on one device: record that as the placement.

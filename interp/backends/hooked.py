@@ -389,6 +389,9 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
         raise OptionError("--device-map, --max-memory and --offload-folder need the bridge backend "
                           "(accelerate dispatch via TransformerBridge): add --backend bridge")
     hf = source.build_hf(torch.float32, {})
+    # The checkpoint's count (as the bridge reports it), not TransformerLens's copy: that one has an untied
+    # unembedding with a bias and no norm weights after fold_ln.
+    n_params = int(sum(p.numel() for p in hf.parameters()))
     model = hooked_model_from_hf(hf, source.tokenizer, architecture=source.architecture, tl_name=source.tl_name,
                                  dtype=dtype, device=device, processing=processing if not source.is_encoder else {})
     model.eval()
@@ -400,7 +403,7 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
     info = ModelInfo(
         name=source.name, source=source.kind, origin=source.origin, architecture=source.architecture,
         dtype=str(dtype).replace("torch.", ""), device=str(next(model.parameters()).device), processing=used,
-        prepend_bos=True, n_params=int(sum(p.numel() for p in model.parameters())), n_layers=facts.n_layers,
+        prepend_bos=True, n_params=n_params, n_layers=facts.n_layers,
         n_heads=facts.n_heads, n_kv_heads=facts.n_kv_heads, d_model=facts.d_model, d_head=facts.d_head,
         n_ctx=facts.n_ctx, is_encoder=facts.is_encoder, backend="hooked",
         load_seconds=round(time.perf_counter() - started, 3), notes=source.notes,

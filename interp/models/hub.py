@@ -62,8 +62,9 @@ def hub_source(name: str, offline_names: list[str]) -> ModelSource:
         text = f"{type(error).__name__}: {error}"
         if looks_offline(text):
             raise HubUnavailableError(
-                f"model {name!r} must be downloaded from the Hugging Face hub, which is unreachable "
-                f"(offline); available offline: {', '.join(offline_names)}"
+                f"model {name!r} is not a bundled or test name or a local folder, and as a hub id it would be "
+                f"downloaded from the Hugging Face hub, which is unreachable (offline); available offline: "
+                f"{', '.join(offline_names)}"
             ) from error
         raise UnknownModelError(
             f"unknown model {name!r}: give a bundled or test name ({', '.join(offline_names)}), a local Hugging "

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 def test_scores_agree_with_transformer_lens_on_a_layer_slice(fixture, request):
     """TL's full ``all_composition_scores`` needs ~8 GB on these models; its kernel on a slice does not."""
     lm = request.getfixturevalue(fixture)
-    model = lm.model
+    model = lm.native_model()  # the peer: TransformerLens's own factored matrices
     ov = head_svd(lm, "OV", effective=False)
     qk = head_svd(lm, "QK", effective=False)
     with torch.no_grad():

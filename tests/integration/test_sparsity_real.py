@@ -42,8 +42,8 @@ def check_hooks(lm, layer):
     real_queries = mask[:, None, :, None].expand_as(scores)
     assert bool(torch.isneginf(scores[~allowed & real_queries]).all())
     assert bool(torch.isfinite(scores[allowed & real_queries]).all())
-    n_kv = getattr(lm.cfg, "n_key_value_heads", None) or lm.n_heads
-    assert v.shape[2] == n_kv  # TransformerLens 3.9 keeps hook_v grouped
+    n_kv = lm.n_kv_heads
+    assert v.shape[2] == n_kv  # both backends keep hook_v grouped
     expanded = v.repeat_interleave(lm.n_heads // n_kv, dim=2)  # query head h reads KV head h // group
     recomputed = torch.einsum("bhqk,bkhd->bqhd", pattern, expanded)
     assert torch.allclose(recomputed[mask], z[mask], atol=1e-4)

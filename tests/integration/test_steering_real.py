@@ -56,7 +56,7 @@ def test_gemma_mean_difference_steering_speaks_french(gemma) -> None:
     assert all(-1.0 <= f <= 1.0 for f in out.fidelity) and math.isfinite(out.unrelated_similarity)
     assert all(math.isfinite(loss) and loss > 0 for loss in out.fluency_loss)
     # hooks are gone and the model is unchanged
-    assert all(not hp.fwd_hooks for hp in gemma.model.hook_dict.values())
+    assert gemma.active_hook_count() == 0
     assert generate(gemma, prompts[:1], 12).token_ids == before
 
 
@@ -111,7 +111,7 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
     out = interp.steer_language(gemma, steering_prompts()[:2], target="fr", sae=trained, strength=4.0, mode="clamp",
                                 positions="new", max_new_tokens=4, evaluate=False)
     assert out.settings["feature"] == by_ratio.top("fr", 1) and len(out.texts) == 2
-    assert all(not hp.fwd_hooks for hp in gemma.model.hook_dict.values())
+    assert gemma.active_hook_count() == 0
 
 
 def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> None:
@@ -151,4 +151,4 @@ def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> 
     assert chosen in result.metadata["parameters"]["candidates"]["fr L1"]
     path = result.to_html(tmp_path / "language-steering.html")
     assert path.is_file() and "Tuning confirmation" in path.read_text(encoding="utf-8")
-    assert all(not hp.fwd_hooks for hp in gemma.model.hook_dict.values())
+    assert gemma.active_hook_count() == 0

@@ -163,7 +163,7 @@ def planted(tmp_path_factory) -> LoadedModel:
     return planted_channel_model(tmp_path_factory.mktemp("planted-channel"))
 
 
-def test_planted_model_is_norm_free_and_attention_only_in_effect(planted):
+def test_planted_model_is_attention_only_in_effect(planted):
     """The construction's premise: every block adds its attention output to its input and nothing else."""
     rows, _ = marker_rows(planted, n=2)
     batch = planted.pad(rows)

