@@ -238,6 +238,8 @@ class Backend(abc.ABC):
         self.info = info
         self.facts = facts
         self._hook_names: frozenset[str] | None = None
+        #: hook-name suffix → why this backend cannot offer it for this model (checked at load time)
+        self._unavailable: dict[str, str] = {}
 
     # -- shape shortcuts ---------------------------------------------------------------------------
     @property
@@ -370,12 +372,16 @@ class Backend(abc.ABC):
     def hook_names(self) -> frozenset[str]:
         """Every TransformerLens hook name this model offers."""
         if self._hook_names is None:
-            self._hook_names = frozenset(self._native_hook_names())
+            self._hook_names = frozenset(n for n in self._native_hook_names() if not n.endswith(tuple(self._unavailable)))
         return self._hook_names
 
     def check_hook_names(self, names: Sequence[str]) -> None:
         """Raise :class:`~interp.errors.OptionError` naming the first unknown hook names."""
         unknown = sorted(set(names) - self.hook_names())
+        for name in unknown:
+            for suffix, reason in self._unavailable.items():
+                if name.endswith(suffix):
+                    raise OptionError(f"{name} is not available for {self.name} on the {self.backend} backend: {reason}")
         if unknown:
             raise OptionError(
                 f"unknown hook name(s) {unknown[:3]} for {self.name} ({self.backend} backend): use "
@@ -441,13 +447,15 @@ class Backend(abc.ABC):
         def keep(activation: Tensor, hook: Any) -> None:
             store[hook.name] = activation.detach() if detach else activation
 
-        if stop_at_layer is None:
-            layers = [layer_of(n) for n in names]
-            if layers and all(layer is not None for layer in layers) and not self.is_encoder:
-                stop_at_layer = min(self.n_layers, max(int(layer) for layer in layers if layer is not None) + 1)
+        layers = [layer_of(n) for n in names]
+        after_blocks = any(layer is None and not n.startswith(("hook_embed", "hook_pos_embed", "embed"))
+                           for n, layer in zip(names, layers, strict=True))
+        if stop_at_layer is None and layers and not after_blocks and not self.is_encoder:
+            stop_at_layer = min(self.n_layers, max(int(layer) for layer in layers if layer is not None) + 1)
         with torch.inference_mode() if detach else contextlib.nullcontext():
-            self.forward(batch, fwd_hooks=[(n, keep) for n in names], return_type=None,
-                         stop_at_layer=stop_at_layer)
+            # The final norm and unembedding hooks fire only when the logits are computed.
+            self.forward(batch, fwd_hooks=[(n, keep) for n in names], stop_at_layer=stop_at_layer,
+                         return_type="logits" if after_blocks and stop_at_layer is None else None)
         return store
 
     # -- running -----------------------------------------------------------------------------------
@@ -629,9 +637,13 @@ class Backend(abc.ABC):
             >>> inside, lm.active_hook_count()
             (1, 0)
         """
-        total = 0
+        total, seen = 0, set()
         for point in self._model.hook_dict.values():
-            total += len(getattr(point, "fwd_hooks", ())) + len(getattr(point, "bwd_hooks", ()))
+            if id(point) in seen:  # the Bridge lists one hook point under its name and its aliases
+                continue
+            seen.add(id(point))
+            for handle in [*getattr(point, "fwd_hooks", ()), *getattr(point, "bwd_hooks", ())]:
+                total += not getattr(handle, "is_permanent", False)  # the library's own permanent hooks
         return total
 
     def native_model(self) -> Any:

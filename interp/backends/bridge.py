@@ -431,4 +431,24 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
         placement={k: str(v) for k, v in device_map.items()} or ({"": first_device} if placement else {}),
         load_seconds=round(time.perf_counter() - started, 3), notes=notes,
     )
-    return BridgeBackend(bridge, source.tokenizer, info, facts, aliases=aliases, offloaded=offloaded)
+    backend = BridgeBackend(bridge, source.tokenizer, info, facts, aliases=aliases, offloaded=offloaded)
+    if not _scores_are_pre_softmax(backend):
+        backend._unavailable["attn.hook_attn_scores"] = (
+            f"the Bridge's generic attention for {source.architecture} fires it with the post-softmax pattern "
+            "and ignores edits; use --backend hooked for analyses that read or edit attention scores")
+        backend._hook_names = None  # recomputed without the unavailable names
+    return backend
+
+
+def _scores_are_pre_softmax(backend: BridgeBackend) -> bool:
+    """Whether ``hook_attn_scores`` carries the scores (softmax of them = the pattern), checked on a probe.
+
+    TransformerLens 3.9's generic ``AttentionBridge`` (BERT, among others) fires it with the pattern itself.
+    """
+    names = ["blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern"]
+    if not set(names) <= set(backend._native_hook_names()):
+        return True
+    probe = backend.pad([[backend.bos_token_id or 0, 5, 6, 7]])
+    seen = backend.capture(probe, names, stop_at_layer=None if backend.is_encoder else 1)
+    scores, pattern = seen[names[0]].float(), seen[names[1]].float()
+    return bool(torch.allclose(scores.softmax(-1), pattern, atol=1e-4)) and not torch.allclose(scores, pattern)
