@@ -126,11 +126,20 @@ class BridgeBackend(Backend):
     def _call(self, tokens: Tensor, mask: Tensor, stop: int | None, return_type: ReturnType) -> Any:
         if self.is_encoder and stop is not None and stop >= self.n_layers:
             stop = None
+        stops = self._stop_hook(stop)
+        skip_unembed = stop is None and return_type is None and not self.is_encoder
+        if skip_unembed:
+            # The Hugging Face forward always computes the logits; without a use for them the pass ends after
+            # the final norm, as HookedTransformer's does (gemma's 262k-token unembedding was 2/3 of a pass).
+            def end(resid: Tensor, hook: Any) -> None:
+                raise _StopForward(resid)
+
+            stops = [("unembed.hook_in", end)]
         try:
-            with self._model.hooks(fwd_hooks=self._stop_hook(stop)):
+            with self._model.hooks(fwd_hooks=stops):
                 out = self._model(tokens, attention_mask=mask, return_type=return_type if stop is None else None)
         except _StopForward as stopped:
-            return stopped.value
+            return None if skip_unembed else stopped.value
         return out
 
     def _run(self, tokens: Tensor, mask: Tensor, stop_at_layer: int | None, return_type: ReturnType) -> Any:

@@ -73,7 +73,7 @@ LoadedModel = Backend
 __all__ = [
     "BACKENDS", "BYTE_VOCAB", "DEFAULT_BACKEND", "DEFAULT_MODEL", "DEFAULT_PROCESSING", "DEVICE_MAP_STRATEGIES",
     "LoadedModel", "ModelInfo", "ModelSource", "ModelSpec", "TokenBatch", "build_checked_cache", "byte_tokenizer",
-    "cache_dir", "cache_is_valid", "load_model", "model_specs", "offline_names", "parse_max_memory",
+    "cache_dir", "cache_is_valid", "from_hf", "load_model", "model_specs", "offline_names", "parse_max_memory",
     "register_model", "resolve_device", "resolve_dtype",
 ]
 
@@ -185,6 +185,42 @@ def _source(name: str, seed: int, edit: Callable[[Any], None] | None) -> ModelSo
 
 
 _LOADED: dict[tuple[Any, ...], Backend] = {}
+
+
+def from_hf(
+    hf_model: Any,
+    tokenizer: Any,
+    *,
+    name: str | None = None,
+    backend: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = "auto",
+    processing: dict[str, bool] | None = None,
+) -> Backend:
+    """Wrap a Hugging Face model object you already have (built, fine-tuned or edited in memory).
+
+    Example:
+        >>> from interp.models.tiny import byte_tokenizer, tiny_hf_model
+        >>> lm = from_hf(tiny_hf_model("tiny-llama"), byte_tokenizer(), name="my-llama", backend="bridge")
+        >>> lm.info.source, lm.n_kv_heads
+        ('object', 2)
+    """
+    from interp.models.hub import _ENCODER_PREFIXES
+    from interp.models.sources import context_length
+
+    architecture = (getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])[0]
+    torch_dtype = resolve_dtype(dtype) if dtype is not None else next(hf_model.parameters()).dtype
+    chosen = backend or os.environ.get("INTERP_BACKEND") or default_backend()
+    if chosen not in BACKENDS:
+        raise OptionError(f"unknown backend {chosen!r}: use one of {', '.join(BACKENDS)}")
+    flags = {**DEFAULT_PROCESSING, **(processing or {})}
+    source = ModelSource(
+        name=name or architecture, kind="object", origin=f"a {type(hf_model).__name__} object given in Python",
+        architecture=architecture, tokenizer=tokenizer, build_hf=lambda dtype, placement: hf_model.to(dtype),
+        is_encoder=architecture.startswith(_ENCODER_PREFIXES), n_ctx=context_length(hf_model.config),
+    )
+    return build_backend(chosen, source, dtype=torch_dtype, device=resolve_device(device), processing=flags,
+                         placement={}, started=time.perf_counter())
 
 
 def load_model(

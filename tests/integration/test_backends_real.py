@@ -42,15 +42,22 @@ def smollm2_pair(smollm2):
             "bridge": interp.load_model("smollm2-135m", backend="bridge")}
 
 
+#: Metrics decided by a ranking whose near-ties float rounding can flip (which keys an eviction policy keeps):
+#: a flipped key changes the value by about a percent, so these agree to 5% rather than float precision.
+LOOSE_METRICS = {"eviction_error": 5e-2}
+
+
 def assert_same_frame(a: pd.DataFrame, b: pd.DataFrame, *, rtol: float, atol: float) -> None:
     """Same columns and rows; key columns equal; numeric columns equal within ``rtol``/``atol``."""
     assert list(a.columns) == list(b.columns)
     assert len(a) == len(b)
+    loose = a["metric"].astype("string").map(LOOSE_METRICS).astype(float).fillna(rtol).to_numpy()
     for column in a.columns:
         left, right = a[column], b[column]
         if pd.api.types.is_float_dtype(left) and pd.api.types.is_float_dtype(right):
-            np.testing.assert_allclose(left.to_numpy(float), right.to_numpy(float), rtol=rtol, atol=atol,
-                                       equal_nan=True, err_msg=column)
+            x, y = left.to_numpy(float), right.to_numpy(float)
+            close = np.isclose(x, y, rtol=loose if column == "value" else rtol, atol=atol, equal_nan=True)
+            assert close.all(), (column, a[~close].head(3).to_dict("records"), y[~close][:3])
         else:
             assert left.astype("string").fillna("<NA>").tolist() == right.astype("string").fillna("<NA>").tolist(), column
 
