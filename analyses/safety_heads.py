@@ -25,7 +25,7 @@ from interp.errors import OptionError
 from interp.interventions import ablation_hooks
 from interp.models import LoadedModel
 from interp.refusal import evaluate_refusals, safety_prompts
-from interp.registry import Analysis, register
+from interp.registry import Analysis, register, signature_options
 from interp.results import Result, tidy_frame
 from interp.safety_tune import BASE_NAME, TUNED_NAME, text_loss
 
@@ -81,7 +81,6 @@ def run(
     max_new_tokens: int = 32,
     random_groups: int = 5,
     compare_base: str = "auto",
-    **_: object,
 ) -> Result:
     if lm.is_encoder:
         raise OptionError(f"{lm.name} is an encoder; safety-heads needs a decoder that generates text")
@@ -300,18 +299,18 @@ register(Analysis(
     run=run,
     default_prompts=_default_prompts,
     encoder_ok=False,
-    options={
-        "mode": (str, "scale_query", "ablation: scale_query (undifferentiated attention) or scale_output"),
-        "eps": (float, 1e-5, "scale factor of the ablation"),
-        "r_main": (int, 1, "singular directions in generalized Ships"),
-        "steps": (int, 3, "Sahara group size S (1-5)"),
-        "pool": (int, 20, "Sahara steps >1 search the best N single heads; 0 = all heads"),
-        "template": (str, "auto", "prompt format for attribution: auto, chat, raw (## Query:), none"),
-        "n_attribution": (int, 8, "harmful requests used for Ships / Sahara (cost grows linearly)"),
-        "n_eval": (int, 24, "held-out harmful requests generated per condition"),
-        "n_harmless": (int, 16, "held-out harmless requests (base, top head, Sahara)"),
-        "max_new_tokens": (int, 32, "tokens generated per request"),
-        "random_groups": (int, 5, "random head groups of the Sahara size (control)"),
-        "compare_base": (str, "auto", "original model to compare Ships rankings with ('' = none)"),
-    },
+    options=signature_options(run, {
+        "mode": (str, "ablation: scale_query (undifferentiated attention) or scale_output"),
+        "eps": (float, "scale factor of the ablation"),
+        "r_main": (int, "singular directions in generalized Ships"),
+        "steps": (int, "Sahara group size S (1-5)"),
+        "pool": (int, "Sahara steps >1 search the best N single heads; 0 = all heads"),
+        "template": (str, "prompt format for attribution: auto, chat, raw (## Query:), none"),
+        "n_attribution": (int, "harmful requests used for Ships / Sahara (cost grows linearly)"),
+        "n_eval": (int, "held-out harmful requests generated per condition"),
+        "n_harmless": (int, "held-out harmless requests (base, top head, Sahara)"),
+        "max_new_tokens": (int, "tokens generated per request"),
+        "random_groups": (int, "random head groups of the Sahara size (control)"),
+        "compare_base": (str, "original model to compare Ships rankings with ('' = none)"),
+    }),
 ))

@@ -28,7 +28,7 @@ from interp.attribution.channels import COMPOSITION_MODES, ChannelAnalysis, Comp
 from interp.data import default_prompts
 from interp.errors import OptionError
 from interp.models import LoadedModel
-from interp.registry import Analysis, register
+from interp.registry import Analysis, register, signature_options
 from interp.results import Result, tidy_frame
 
 NOTES = (
@@ -89,7 +89,7 @@ def _writer_rank(scores: CompositionScores, writer: tuple[int, int], reader: tup
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
         modes: str = "QKV", raw: bool = False, baseline_samples: int = 100, components: int = 4,
         random_trials: int = 2, sequences: int = 4, half_length: int = 20, heads: int = 3,
-        components_per_pair: int = 3, **_: object) -> Result:
+        components_per_pair: int = 3) -> Result:
     effective = not raw
     mode_list = [m for m in modes.upper() if m.strip()]
     if not mode_list or any(m not in COMPOSITION_MODES for m in mode_list):
@@ -315,15 +315,15 @@ register(Analysis(
     run=run,
     default_prompts=default_prompts,
     encoder_ok=False,
-    options={
-        "modes": (str, "QKV", "composition modes (subset of QKV; K is always computed)"),
-        "raw": (bool, False, "use TransformerLens's raw OV/QK (do not fold post-attention and q/k norm gains)"),
-        "baseline_samples": (int, 100, "random matrix pairs for the baseline"),
-        "components": (int, 4, "k: channel components projected out per writer"),
-        "random_trials": (int, 2, "random-component and random-direction controls per reader"),
-        "sequences": (int, 4, "repeated random sequences for previous-token/induction scores"),
-        "half_length": (int, 20, "length of the random sequence that is repeated"),
-        "heads": (int, 3, "previous-token and induction heads taken (top by score)"),
-        "components_per_pair": (int, 3, "per writer/reader pair, components kept in the tidy frame"),
-    },
+    options=signature_options(run, {
+        "modes": (str, "composition modes (subset of QKV; K is always computed)"),
+        "raw": (bool, "use TransformerLens's raw OV/QK (do not fold post-attention and q/k norm gains)"),
+        "baseline_samples": (int, "random matrix pairs for the baseline"),
+        "components": (int, "k: channel components projected out per writer"),
+        "random_trials": (int, "random-component and random-direction controls per reader"),
+        "sequences": (int, "repeated random sequences for previous-token/induction scores"),
+        "half_length": (int, "length of the random sequence that is repeated"),
+        "heads": (int, "previous-token and induction heads taken (top by score)"),
+        "components_per_pair": (int, "per writer/reader pair, components kept in the tidy frame"),
+    }),
 ))

@@ -14,9 +14,9 @@ exits with status 2, without a traceback and without the libraries' loading mess
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--prompts", default=None, help="prompt file: one per line, or JSONL with a 'text' field")
     run.add_argument("--out", default="reports", help="output folder (default reports/)")
     run.add_argument("--backend", default=None, choices=["hooked", "bridge"],
-                     help="model backend (default hooked; bridge: TransformerBridge, needed for --device-map)")
+                     help="model backend (default bridge: TransformerBridge, required for --device-map; hooked: "
+                          "HookedTransformer; minilm-l6 defaults to hooked)")
     run.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     run.add_argument("--device-map", default=None,
                      help="accelerate placement across devices, CPU and disk: auto, balanced, balanced_low_0, "
@@ -120,21 +121,36 @@ def _analysis_options(analysis: str, extra: Sequence[str]) -> dict[str, object]:
 def check_out_folder(out: str | Path) -> Path:
     """The ``--out`` folder, checked before any work: it must be (or become) a writable folder.
 
-    Raises :class:`~interp.errors.InterpUserError` naming the problem: a file in the way, a parent that
-    does not exist, or no write permission.
+    The check does what the run will do — create a folder there — and removes it again, so it holds where
+    permission bits say nothing (root, read-only mounts, ``/sys``). Raises
+    :class:`~interp.errors.InterpUserError` naming the problem: a file in the way, a parent that does not
+    exist, or no write permission.
+
+    Example:
+        >>> import tempfile
+        >>> taken = tempfile.NamedTemporaryFile(suffix=".txt")
+        >>> check_out_folder(taken.name)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        interp.errors.InterpUserError: --out '...txt' is a file, not a folder: give a folder for the report and table
     """
     folder = Path(out).expanduser()
     if folder.exists():
         if not folder.is_dir():
             raise InterpUserError(f"--out {str(out)!r} is a file, not a folder: give a folder for the report and table")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise InterpUserError(f"--out folder {str(out)!r} is not writable: give a folder you can write to")
+        try:
+            tempfile.TemporaryDirectory(prefix=".interp-write-check-", dir=folder).cleanup()
+        except OSError as error:
+            raise InterpUserError(f"--out folder {str(out)!r} is not writable ({error.strerror}): "
+                                  "give a folder you can write to") from None
         return folder
     parent = folder.parent
     if not parent.is_dir():
         raise InterpUserError(f"--out {str(out)!r} cannot be created: its parent folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InterpUserError(f"--out {str(out)!r} cannot be created: {str(parent)!r} is not writable")
+    try:
+        tempfile.TemporaryDirectory(prefix=f".{folder.name}.write-check-", dir=parent).cleanup()
+    except OSError as error:
+        raise InterpUserError(f"--out {str(out)!r} cannot be created in {str(parent)!r}: {error.strerror}") from None
     return folder
 
 
@@ -155,8 +171,12 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         offload_folder=args.offload_folder, **options,
     )
     folder = out / _safe_name(result.metadata["model"]["name"])
-    html_path = result.to_html(folder / f"{args.analysis}.html")
-    parquet_path = result.to_parquet(folder / f"{args.analysis}.parquet")
+    try:
+        html_path = result.to_html(folder / f"{args.analysis}.html")
+        parquet_path = result.to_parquet(folder / f"{args.analysis}.parquet")
+    except OSError as error:  # the folder passed the check, but the disk filled up or the folder changed since
+        raise InterpUserError(f"could not write the report to {str(folder)!r}: "
+                              f"{error.strerror or error}") from None
     print(f"report: {html_path}")
     print(f"table:  {parquet_path} ({len(result.frame)} rows)")
     print(f"took {result.metadata['seconds']:.1f} s")

@@ -8,13 +8,17 @@ Two sources, both offline (nothing is downloaded):
   that are never used for discovery, on which steering is evaluated; ``steering_tuning_prompts_en.txt`` —
   36 more openings used only to choose steering settings (never to report them);
   ``steering_test_prompts_en.txt`` — 40 openings for a blind test of the chosen settings.
-* **Translation catalogs of installed software** (gettext ``.mo`` files under ``/usr/share/locale``,
-  ``sys.prefix/share/locale``, Vim's ``lang`` folder and any ``locale`` folder inside installed Python
-  packages): each catalog maps an English message to its translation, so one catalog gives real
-  English text and real French/Spanish/German/… text written by translators. Messages shorter than
-  ``min_words`` words are dropped (most are labels such as language names), format placeholders and
-  menu accelerators are removed. What is found depends on the machine; :func:`build_corpus` records
-  which files were read and how many tokens each language got.
+* **Translation catalogs of installed software** (gettext ``.mo`` files of Debian packages under
+  ``/usr/share/locale`` and Vim's ``lang`` folder): each catalog maps an English message to its translation,
+  so one catalog gives real English text and real French/Spanish/German text written by translators.
+  Messages shorter than ``min_words`` words are dropped (most are labels such as language names), format
+  placeholders and menu accelerators are removed. Which catalogs are read is **pinned**: the shipped
+  manifest ``interp/data/corpus_catalogs.json`` lists every file with its sha256 digest (the catalogs a
+  fresh machine of the project's kind has; ``scripts/corpus_manifest.py`` writes it), and the message
+  pairs of each language are checked against the manifest's fingerprint, so the corpus — and the SAEs
+  trained on it — are the same on every such machine. A missing or different catalog is a one-line
+  :class:`CorpusError` naming the file and its Debian package (``INTERP_CORPUS_CATALOGS=0`` selects the
+  shipped-only corpus instead). Installing more packages no longer changes the corpus.
 
 Example:
     >>> from interp.corpus import parallel_sentences, steering_prompts
@@ -27,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import gettext
 import hashlib
 import json
@@ -41,7 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from interp.data import read_lines, shipped_path
-from interp.errors import OptionError
+from interp.errors import InterpUserError, OptionError
+
+
+class CorpusError(InterpUserError):
+    """A pinned translation catalog is missing or differs from the documented one."""
+
+#: The pinned catalog list (paths, Debian packages, sha256 digests, per-language pair fingerprints).
+CATALOG_MANIFEST = "corpus_catalogs.json"
 
 #: Languages of the shipped parallel sentences (ISO 639-1).
 PARALLEL_LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "de")
@@ -102,7 +114,7 @@ _SPACES = re.compile(r"\s+")
 
 
 def catalog_roots() -> list[Path]:
-    """Folders searched for gettext catalogs (existing ones only)."""
+    """Folders searched for gettext catalogs by :func:`installed_catalog_files` (existing ones only)."""
     roots = [Path(sys.prefix) / "share" / "locale", Path("/usr/share/locale"), Path("/usr/local/share/locale")]
     roots += sorted(Path("/usr/share/vim").glob("vim*/lang")) if Path("/usr/share/vim").is_dir() else []
     for site in {Path(p) for p in sys.path if p.endswith("site-packages")}:
@@ -119,13 +131,51 @@ def catalog_roots() -> list[Path]:
     return unique
 
 
-def catalog_files(language: str) -> list[Path]:
-    """The ``.mo`` catalogs installed for ``language`` (``fr`` also matches ``fr_FR`` …), sorted."""
+def installed_catalog_files(language: str) -> list[Path]:
+    """Every ``.mo`` catalog installed on this machine for ``language`` (``fr`` also matches ``fr_FR`` …),
+    sorted — what ``scripts/corpus_manifest.py`` chooses from; the corpus reads :func:`catalog_files`."""
     files: set[Path] = set()
     for root in catalog_roots():
         for folder in (language, f"{language}_*"):
             files.update(root.glob(f"{folder}/LC_MESSAGES/*.mo"))
     return sorted(files)
+
+
+@functools.lru_cache(maxsize=1)
+def catalog_manifest() -> dict[str, Any]:
+    """The shipped pinned-catalog manifest (``interp/data/corpus_catalogs.json``)."""
+    return json.loads(shipped_path(CATALOG_MANIFEST).read_text(encoding="utf-8"))
+
+
+def catalog_files(language: str) -> list[Path]:
+    """The pinned catalogs of ``language``, each checked against its documented sha256 digest.
+
+    Raises :class:`CorpusError` (one line, naming the file and its Debian package) when one is missing or
+    different; a language the manifest does not cover has no catalogs.
+    """
+    entry = catalog_manifest()["languages"].get(language)
+    if entry is None:
+        return []
+    files = []
+    for item in entry["files"]:
+        path = Path(item["path"])
+        if not path.is_file():
+            raise CorpusError(
+                f"the pinned translation catalog {path} (Debian package {item['package']}) is missing, so the SAE "
+                "corpus would not be the documented one: install that package, or set INTERP_CORPUS_CATALOGS=0 "
+                "for the shipped-only corpus")
+        if _digest(path) != item["sha256"]:
+            raise CorpusError(
+                f"the translation catalog {path} differs from the pinned one (package {item['package']} has another "
+                "version), so the SAE corpus would not be the documented one: set INTERP_CORPUS_CATALOGS=0 for "
+                "the shipped-only corpus")
+        files.append(path)
+    return files
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def clean_message(text: str) -> str:
@@ -135,18 +185,32 @@ def clean_message(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def catalog_pairs(language: str, *, min_words: int = 5, max_files: int | None = None) -> tuple[list[tuple[str, str]], list[str]]:
-    """(English message, translation) pairs from the installed catalogs of ``language``, cleaned and
-    deduplicated, with the list of files read."""
+def catalog_pairs(language: str, *, min_words: int = 5) -> tuple[list[tuple[str, str]], list[str]]:
+    """(English message, translation) pairs from the pinned catalogs of ``language``, cleaned and
+    deduplicated, with the list of files read; the pairs are checked against the manifest's fingerprint."""
+    files = catalog_files(language)
+    pairs = catalog_pairs_from(files, min_words=min_words)
+    entry = catalog_manifest()["languages"].get(language, {})
+    if files and min_words == 5 and _pairs_digest(pairs) != entry.get("pairs_sha256"):
+        raise CorpusError(
+            f"the {language} catalog messages do not match the documented fingerprint (the catalogs are the pinned "
+            "ones, so their parsing changed): set INTERP_CORPUS_CATALOGS=0 for the shipped-only corpus")
+    return pairs, [str(p) for p in files]
+
+
+def _pairs_digest(pairs: list[tuple[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def catalog_pairs_from(files: Sequence[Path], *, min_words: int = 5) -> list[tuple[str, str]]:
+    """(English message, translation) pairs of the given ``.mo`` files, cleaned, deduplicated, sorted."""
     pairs: dict[str, str] = {}
-    used: list[str] = []
-    for path in catalog_files(language)[:max_files]:
+    for path in files:
         try:
             with path.open("rb") as handle:
                 catalog: dict[Any, Any] = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
         except (OSError, ValueError, UnicodeDecodeError, KeyError):
             continue
-        used.append(str(path))
         for key, value in catalog.items():
             source = key[0] if isinstance(key, tuple) else key
             if not source or not isinstance(value, str) or not isinstance(source, str):
@@ -155,7 +219,7 @@ def catalog_pairs(language: str, *, min_words: int = 5, max_files: int | None = 
             if len(translated.split()) < min_words or len(english.split()) < min_words or translated == english:
                 continue
             pairs.setdefault(english, translated)
-    return sorted(pairs.items()), used
+    return sorted(pairs.items())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -246,10 +310,8 @@ def build_corpus(
             without_catalogs.append(lang)
     if without_catalogs:
         warnings.warn(
-            f"no gettext translation catalogs found for {without_catalogs} under {[str(r) for r in catalog_roots()]}: "
-            "the corpus for these languages is only the shipped parallel sentences (about 1k tokens each). "
-            "On Debian/Ubuntu the catalogs come with ordinary packages (libc-l10n, coreutils, apt, dpkg, git, "
-            "vim-runtime, …) unless the image excludes /usr/share/locale (slim images do).",
+            f"the pinned catalog list has no catalogs for {without_catalogs}: the corpus for these languages is "
+            "only the shipped parallel sentences (about 1k tokens each)",
             stacklevel=2,
         )
     if "en" in pools and english_from_catalogs:

@@ -45,6 +45,10 @@ SAE_FORMAT_VERSION = 1
 #: The default recipe of :func:`train_sae` / ``interp sae train`` (and the ``language-steering`` report).
 DEFAULT_SAE: dict[str, Any] = {"d_sae": 2048, "k": 32, "training_tokens": 150_000, "epochs": 4,
                                "batch_size_tokens": 256, "lr": 2e-3, "context_size": 64}
+#: torch threads of every SAE build (activations and training): another count changes the summation order
+#: and so the trained weights, which is why the recipe fixes it (the refusal tune does the same). Two is the
+#: core count of the machines the documented SAEs were built on; more cores are simply not used.
+SAE_BUILD_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -182,15 +186,22 @@ def _quiet() -> Any:
 # ----------------------------------------------------------------------------------------------------
 
 
+def sae_root(lm: LoadedModel) -> Path:
+    """The folder holding every cached SAE of this model."""
+    safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in lm.name)
+    return cache_dir() / "saes" / safe_model
+
+
 def sae_cache_folder(lm: LoadedModel, hook_name: str, settings: dict[str, Any]) -> Path:
     """Where a trained SAE with these settings is cached."""
     tag = (f"{hook_name}-topk{settings['k']}-w{settings['d_sae']}-t{settings['training_tokens']}"
            f"-c{settings['context_size']}-s{settings['seed']}")
     if int(settings.get("epochs", 1)) != 1:  # older single-pass SAEs keep their folder names
         tag += f"-e{settings['epochs']}-b{settings['batch_size_tokens']}-lr{settings['lr']:g}"
+    if "threads" in settings:  # the build's thread count and backend change the weights' last bits
+        tag += f"-th{settings['threads']}-{settings['backend']}"
     tag += f"-{settings['corpus_fingerprint'][:10]}"
-    safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in lm.name)
-    return cache_dir() / "saes" / safe_model / tag
+    return sae_root(lm) / tag
 
 
 def _tokenized_dataset(lm: LoadedModel, texts: Sequence[str], context_size: int) -> Any:
@@ -226,6 +237,7 @@ def train_sae(
     force: bool = False,
     progress: bool | None = None,
     evaluate: bool = True,
+    threads: int = SAE_BUILD_THREADS,
 ) -> TrainedSAE:
     """Train (or load from the cache) a TopK SAE on ``blocks.{layer}.hook_resid_post`` with sae-lens.
 
@@ -245,8 +257,10 @@ def train_sae(
             forward pass, which is what dominates training time on a CPU.
         languages: corpus languages (see :func:`interp.corpus.build_corpus`).
         tokens_per_language: cap per language (default: ``training_tokens`` split evenly, at least 20k).
+        seed: seeds the corpus order, the activation shuffle and sae-lens's initialisation.
         force: retrain even when a cached SAE exists.
         evaluate: measure :func:`sae_quality` on held-out text and store it with the SAE.
+        threads: torch threads of the build (default :data:`SAE_BUILD_THREADS`; part of the cache key).
 
     Example:
         >>> trained = train_sae(interp.load_model("gemma-3-270m"), layer=9)   # doctest: +SKIP
@@ -262,6 +276,8 @@ def train_sae(
             raise OptionError(f"{name} must be at least {low}, got {value}")
     if k > d_sae:
         raise OptionError(f"k ({k}) cannot exceed d_sae ({d_sae})")
+    if threads < 1:
+        raise OptionError(f"threads must be at least 1, got {threads}")
     from interp.corpus import build_corpus
 
     per_language = tokens_per_language or max(20_000, training_tokens // max(len(languages), 1))
@@ -269,7 +285,7 @@ def train_sae(
     hook_name = f"blocks.{layer}.hook_resid_post"
     settings = {"d_sae": d_sae, "k": k, "training_tokens": training_tokens, "context_size": context_size,
                 "batch_size_tokens": batch_size_tokens, "lr": lr, "epochs": epochs, "seed": seed,
-                "languages": list(languages),
+                "languages": list(languages), "threads": threads, "backend": lm.backend,
                 "tokens_per_language": per_language, "corpus_fingerprint": corpus.fingerprint}
     folder = sae_cache_folder(lm, hook_name, settings)
     if not force and (folder / "interp_sae.json").is_file() and (folder / "cfg.json").is_file():
@@ -278,7 +294,12 @@ def train_sae(
         except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt below
             pass
     started = time.perf_counter()
-    sae = _run_sae_lens(lm, hook_name, corpus, settings, progress)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        sae = _run_sae_lens(lm, hook_name, corpus, settings, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
     train_seconds = time.perf_counter() - started
     quality = sae_quality(lm, sae, hook_name) if evaluate else None
     info = {

@@ -36,10 +36,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -313,14 +315,36 @@ def mean_difference_directions(
     sentences: dict[str, list[str]] | None = None,
     source_language: str = "en",
     pooling: str = "last",
+    target_projections: dict[tuple[str, int], float] | None = None,
 ) -> dict[tuple[str, int], Float[Tensor, " d_model"]]:
-    """The dense baseline: ``mean_target(x) − mean_en(x)`` of pooled residuals, per (language, layer)."""
+    """The dense baseline: ``v = mean_target(x) − mean_en(x)`` of pooled residuals, per (language, layer).
+
+    ``target_projections``, when given, is filled with ``mean_target(x · v̂)`` per (language, layer): the
+    clamp mode's reference value (what :meth:`SteeringContext.add_mean_diffs` keeps).
+
+    Example:
+        >>> import interp
+        >>> lm = interp.load_model("tiny-gpt2")
+        >>> vectors = mean_difference_directions(lm, [1], ["fr"])
+        >>> tuple(vectors[("fr", 1)].shape)
+        (64,)
+    """
     from interp.corpus import parallel_sentences
 
     sentences = sentences if sentences is not None else parallel_sentences("discovery")
+    missing = [lang for lang in [source_language, *languages] if not sentences.get(lang)]
+    if missing:
+        raise OptionError(f"no matched sentences for {missing}: available {sorted(sentences)}")
     acts = {lang: pooled_residuals(lm, sentences[lang], layers, pooling=pooling) for lang in [source_language, *languages]}
-    return {(lang, layer): acts[lang][layer].mean(0) - acts[source_language][layer].mean(0)
-            for lang in languages for layer in layers}
+    out: dict[tuple[str, int], Tensor] = {}
+    for lang in languages:
+        for layer in layers:
+            vector = acts[lang][layer].mean(0) - acts[source_language][layer].mean(0)
+            out[(lang, layer)] = vector
+            if target_projections is not None:
+                unit = vector / vector.norm().clamp_min(1e-12)
+                target_projections[(lang, layer)] = float((acts[lang][layer] @ unit).mean())
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -564,17 +588,14 @@ class SteeringContext:
                                 label=c.name())
         raise OptionError(f"method must be one of {METHODS}, got {c.method!r}")
 
-    def add_mean_diffs(self, layers: Sequence[int], languages: Sequence[str], *, pooling: str = "last") -> None:
-        from interp.corpus import parallel_sentences
-
-        sentences = parallel_sentences("discovery")
-        acts = {lang: pooled_residuals(self.lm, sentences[lang], layers, pooling=pooling) for lang in ["en", *languages]}
-        for lang in languages:
-            for layer in layers:
-                vector = acts[lang][layer].mean(0) - acts["en"][layer].mean(0)
-                self.mean_diffs[(lang, layer)] = vector
-                unit = vector / vector.norm().clamp_min(1e-12)
-                self.mean_diff_target_proj[(lang, layer)] = float((acts[lang][layer] @ unit).mean())
+    def add_mean_diffs(self, layers: Sequence[int], languages: Sequence[str], *, pooling: str = "last",
+                       sentences: dict[str, list[str]] | None = None, source_language: str = "en") -> None:
+        """Add the mean-difference vectors (and clamp targets) of :func:`mean_difference_directions`."""
+        if not languages:
+            return
+        self.mean_diffs.update(mean_difference_directions(
+            self.lm, layers, languages, sentences=sentences, source_language=source_language, pooling=pooling,
+            target_projections=self.mean_diff_target_proj))
 
 
 @dataclass(frozen=True)
@@ -690,20 +711,38 @@ def head_projections(
     lm: LoadedModel, spec: SteeringSpec, prompt_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]],
 ) -> tuple[Float[Tensor, "layer head"], Float[Tensor, "layer head"]]:
     """Mean projection of each head's output ``z_h·W_O[h]`` onto the unit steering direction over the
-    continuation tokens, on the same (steered) text with the edit on and off. Returns (on, off)."""
+    continuation tokens, on the same (steered) text with the edit on and off. Returns (on, off), each
+    ``[layer, head]``.
+
+    Rows with an empty continuation are skipped; when every continuation is empty there is nothing to
+    average and :class:`~interp.errors.OptionError` says so.
+
+    Example:
+        >>> import interp, torch
+        >>> lm = interp.load_model("tiny-gpt2")
+        >>> spec = SteeringSpec(layer=0, direction=torch.ones(lm.d_model), coefficient=1.0)
+        >>> on, off = head_projections(lm, spec, [lm.encode("the cat")], [lm.encode(" sat", prepend_bos=False)])
+        >>> tuple(on.shape)
+        (2, 4)
+    """
+    if len(prompt_ids) != len(continuation_ids):
+        raise OptionError(f"head_projections got {len(prompt_ids)} prompts but {len(continuation_ids)} "
+                          "continuations: give one continuation per prompt")
+    rows = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids, strict=True) if c]
+    spans = [(len(p) - 1, len(p) - 1 + len(c)) for p, c in zip(prompt_ids, continuation_ids, strict=True) if c]
+    if not rows:
+        raise OptionError("no continuation tokens to project: every continuation is empty "
+                          "(the steered generations stopped at once)")
     unit = (spec.direction / spec.direction.norm().clamp_min(1e-12)).to(lm.device, torch.float32)
     # W_O[l, h] @ unit: the per-head readout of the direction, [layer, head, d_head]
     readout = torch.stack([torch.einsum("hdm,m->hd", lm.head_weights(layer).W_O.to(unit), unit)
                            for layer in range(lm.n_layers)])
-    rows = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids, strict=True) if c]
-    spans = [(len(p) - 1, len(p) - 1 + len(c)) for p, c in zip(prompt_ids, continuation_ids, strict=True) if c]
     results = []
     for steer in (True, False):
         total = torch.zeros(lm.n_layers, lm.n_heads)
         count = 0
         for start in range(0, len(rows), 16):
             batch = lm.pad(rows[start:start + 16])
-            state = GenerationState(phase="prefill", batch_rows=list(range(len(batch))))
             captured: dict[int, Tensor] = {}
 
             def capture(z: Tensor, hook: Any, captured: dict[int, Tensor] = captured) -> Tensor:
@@ -721,8 +760,7 @@ def head_projections(
                 for j, (a, b) in enumerate(spans[start:start + 16]):
                     total[layer] += proj[j, a:b].sum(0).cpu()
             count += sum(b - a for a, b in spans[start:start + 16])
-        results.append(total / max(count, 1))
-    state.phase = "idle"
+        results.append(total / count)
     return results[0], results[1]
 
 
@@ -785,35 +823,66 @@ class SteeringResult:
             unsteered model's loss on the steered continuation.
         unrelated_similarity: cosine of unrelated continuations (fidelity's floor).
         settings: target, method, layer, feature, strength, coefficient, mode, positions.
+        evaluated: False for ``steer_language(..., evaluate=False)``: nothing was scored, so the per-prompt
+            scores are None (NaN for the numeric ones), the rates are NaN and the repr says "not measured".
+
+    Example:
+        >>> import interp
+        >>> out = interp.steer_language("tiny-gpt2", "the cat", "fr", method="mean-diff", layer=1,
+        ...                             max_new_tokens=2, evaluate=False)
+        >>> out.success, out.success_rate
+        ([None], nan)
+        >>> "success=not measured" in repr(out)
+        True
     """
 
     prompts: list[str]
     texts: list[str]
-    baseline_texts: list[str]
-    languages: list[str]
+    baseline_texts: list[str | None]
+    languages: list[str | None]
     confidences: list[float]
-    success: list[bool]
-    fluent: list[bool]
+    success: list[bool | None]
+    fluent: list[bool | None]
     fidelity: list[float]
     fluency_loss: list[float]
     unrelated_similarity: float
     settings: dict[str, Any]
     seconds: float
+    evaluated: bool = True
 
     @property
     def success_rate(self) -> float:
-        return float(np.mean(self.success)) if self.success else float("nan")
+        """Share of prompts steered into the target language (NaN when not measured)."""
+        return _rate(self.success) if self.evaluated else float("nan")
 
     @property
     def fluent_success_rate(self) -> float:
-        return float(np.mean(self.fluent)) if self.fluent else float("nan")
+        """Share of prompts with a fluent success (NaN when not measured)."""
+        return _rate(self.fluent) if self.evaluated else float("nan")
 
     def to_frame(self) -> pd.DataFrame:
+        """One row per prompt; unmeasured scores are missing values (``<NA>`` / NaN), never False or 0."""
         return pd.DataFrame({
-            "prompt": self.prompts, "text": self.texts, "baseline_text": self.baseline_texts,
-            "detected": self.languages, "confidence": self.confidences, "success": self.success,
-            "fluent": self.fluent, "fidelity": self.fidelity, "fluency_loss": self.fluency_loss,
+            "prompt": self.prompts, "text": self.texts, "baseline_text": pd.array(self.baseline_texts, dtype="string"),
+            "detected": pd.array(self.languages, dtype="string"), "confidence": self.confidences,
+            "success": pd.array(self.success, dtype="boolean"), "fluent": pd.array(self.fluent, dtype="boolean"),
+            "fidelity": self.fidelity, "fluency_loss": self.fluency_loss,
         })
+
+    def __repr__(self) -> str:
+        s = self.settings
+
+        def shown(rate: float) -> str:
+            return "not measured" if not self.evaluated or math.isnan(rate) else f"{rate:.3g}"
+
+        return (f"SteeringResult(target={s.get('target')!r}, method={s.get('method')!r}, layer={s.get('layer')}, "
+                f"prompts={len(self.prompts)}, success={shown(self.success_rate)}, "
+                f"fluent_success={shown(self.fluent_success_rate)})")
+
+
+def _rate(flags: Sequence[bool | None]) -> float:
+    measured = [bool(f) for f in flags if f is not None]
+    return float(np.mean(measured)) if measured else float("nan")
 
 
 DEFAULT_LAYERS = {"gemma-3-270m": 9}
@@ -855,9 +924,9 @@ def steer_language(
     *,
     sae: Any = None,
     layer: int | None = None,
-    strength: float = 1.0,
-    mode: Mode = "add",
-    positions: Positions = "all",
+    strength: float | None = None,
+    mode: Mode | None = None,
+    positions: Positions | None = None,
     method: Method = "sae",
     feature: int | None = None,
     pooling: str = "features",
@@ -874,13 +943,17 @@ def steer_language(
         model: a loaded model or a model name.
         prompt: one prompt or a list (generated as one batch).
         target: ISO 639-1 code of the target language (``fr``, ``es``, ``de`` have shipped sentences).
-        sae: a :class:`interp.sae.TrainedSAE`, an SAE folder, or None to train/load the suite's cached SAE
-            for ``layer`` (method ``sae`` only; training takes minutes on first use).
-        layer: block whose ``hook_resid_post`` is edited (default: the SAE's layer, or the suite's
-            default layer for the model).
-        strength: α (``add``: ``α·Δ_f·d_f`` or ``α·v``; ``clamp``: ``c = α × mean target activation``).
-        mode: ``add`` or ``clamp``.
-        positions: ``all`` or ``new`` (the last prompt position and generated ones).
+        sae: a :class:`interp.sae.TrainedSAE`, an SAE folder, or None: the setting the ``language-steering``
+            analysis chose and saved for ``target`` on this model (its SAE, layer, feature, strength, mode and
+            positions; see :func:`saved_steering_choice`) when nothing else is given, else the suite's cached
+            SAE for ``layer`` (method ``sae`` only; training takes minutes on first use).
+        layer: block whose ``hook_resid_post`` is edited (default: the saved choice's, the SAE's layer, or the
+            suite's default layer for the model).
+        strength: α (``add``: ``α·Δ_f·d_f`` or ``α·v``; ``clamp``: ``c = α × mean target activation``);
+            default: the saved choice's, else 1.
+        mode: ``add`` or ``clamp`` (default: the saved choice's, else ``add``).
+        positions: ``all`` or ``new`` (the last prompt position and generated ones; default: the saved
+            choice's, else ``all``).
         method: ``sae`` (one SAE feature) or ``mean-diff`` (difference of mean residuals).
         feature: SAE feature index (default: the top discovered feature for ``target``).
         pooling: how discovery pools a sentence (``features``: token-mean SAE activations, the default;
@@ -888,7 +961,8 @@ def steer_language(
             uses last-token residuals unless ``mean`` is asked for.
         ranking: how discovery ranks features: ``monolinguality`` (default, as the ``language-steering``
             analysis), ``delta`` or ``standardised``.
-        evaluate: score language, fluency and fidelity (loads the scorers); False returns texts only.
+        evaluate: score language, fluency and fidelity (loads the scorers); False returns texts only, with
+            every score "not measured" (None / NaN, see :class:`SteeringResult`).
         identifier, embedder: injectable scorers (defaults: fastText lid.176 lite, multilingual-e5-small).
 
     The model is unchanged afterwards: the steering hook is removed when generation ends.
@@ -910,11 +984,22 @@ def steer_language(
         raise OptionError(f"method must be one of {METHODS}, got {method!r}")
     if not re.fullmatch(r"[a-z]{2,3}", target or ""):
         raise OptionError(f"target must be a language code such as fr, es, de; got {target!r}")
-    if not math.isfinite(strength):
-        raise OptionError(f"strength must be a finite number, got {strength}")
     if ranking not in RANKINGS:
         raise OptionError(f"ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
     ctx = SteeringContext(lm)
+    choice: dict[str, Any] | None = None
+    if method == "sae" and sae is None and layer is None and feature is None and strength is None:
+        saved = saved_steering_choice(lm, target)
+        if saved is not None:
+            sae, choice = saved
+            feature, strength = int(choice["feature"]), float(choice["strength"])
+            mode = mode or choice.get("mode", "add")
+            positions = positions or choice.get("positions", "all")
+    strength = 1.0 if strength is None else strength
+    mode = mode or "add"
+    positions = positions or "all"
+    if not math.isfinite(strength):
+        raise OptionError(f"strength must be a finite number, got {strength}")
     if method == "sae":
         trained = _resolve_sae(lm, sae, layer)
         if layer is not None and layer != trained.layer:
@@ -934,15 +1019,16 @@ def steer_language(
                 "positions": positions, "pooling": pooling, "ranking": ranking, "coefficient": spec.coefficient,
                 "target_value": spec.target_value,
                 "feature": feature if method == "sae" and feature is not None else (
-                    ctx.features.top(target, layer) if method == "sae" and ctx.features else None)}
+                    ctx.features.top(target, layer) if method == "sae" and ctx.features else None),
+                "saved_choice": choice}
     if not evaluate:
         state = GenerationState()
         out = generate(lm, prompts, max_new_tokens, fwd_hooks=steering_hooks([spec] * len(prompts), state),
                        state=state, batch_size=batch_size)
         n = len(prompts)
         nan = [float("nan")] * n
-        return SteeringResult(prompts, out.texts, [""] * n, [""] * n, nan, [False] * n, [False] * n, nan, nan,
-                              float("nan"), settings, out.seconds)
+        return SteeringResult(prompts, out.texts, [None] * n, [None] * n, nan, [None] * n, [None] * n, nan, nan,
+                              float("nan"), settings, out.seconds, evaluated=False)
     sweep = run_sweep(ctx, [condition], prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                       identifier=identifier, embedder=embedder)
     f = sweep.frame
@@ -952,6 +1038,58 @@ def steer_language(
         fluent=list(f["fluent"]), fidelity=list(f["fidelity"]), fluency_loss=list(f["fluency_loss"]),
         unrelated_similarity=sweep.unrelated_similarity, settings=settings, seconds=sweep.generation_seconds,
     )
+
+
+#: File, inside an SAE's cache folder, holding the ``language-steering`` analysis's chosen settings for it.
+CHOICES_FILE = "steering_choices.json"
+
+
+def save_steering_choice(trained: Any, language: str, choice: dict[str, Any]) -> Path | None:
+    """Record, beside the SAE it belongs to, the setting the ``language-steering`` analysis chose for
+    ``language`` (layer, feature, strength, mode, positions and the scores it was chosen and reported on),
+    so ``steer_language(lm, prompts, language)`` with no further arguments uses it.
+
+    Returns the file written, or None for an SAE that has no folder.
+    """
+    from interp.results import atomic_write
+
+    if trained.path is None:
+        return None
+    path = Path(trained.path) / CHOICES_FILE
+    choices = json.loads(path.read_text()) if path.is_file() else {}
+    choices[language] = {**choice, "layer": int(trained.layer), "hook_name": trained.hook_name}
+    atomic_write(path, json.dumps(choices, indent=2, default=str))
+    return path
+
+
+def saved_steering_choice(lm: LoadedModel, language: str, *, sae_seed: int = 0) -> tuple[Any, dict[str, Any]] | None:
+    """The analysis's saved choice for ``language`` on this model (and SAE seed), with its SAE, or None.
+
+    Among the model's cached SAEs of the default recipe that carry a choice for ``language``, the one the
+    analysis chose across layers wins: every SAE layer of a run records its best setting with the held-out
+    and tuning scores, and the analysis's choice is the best on the tuning prompts.
+    """
+    from interp.sae import DEFAULT_SAE, load_sae, sae_root
+
+    best: tuple[float, Path, dict[str, Any]] | None = None
+    for choices_path in sorted(sae_root(lm).glob(f"*/{CHOICES_FILE}")):
+        info_path = choices_path.parent / "interp_sae.json"
+        if not info_path.is_file():
+            continue
+        settings = json.loads(info_path.read_text()).get("settings", {})
+        recipe = {k: settings.get(k) for k in ("d_sae", "k", "training_tokens", "epochs")}
+        if recipe != {k: DEFAULT_SAE[k] for k in ("d_sae", "k", "training_tokens", "epochs")}:
+            continue
+        if settings.get("seed") != sae_seed or settings.get("backend", lm.backend) != lm.backend:
+            continue
+        entry = json.loads(choices_path.read_text()).get(language)
+        if entry and entry.get("chosen", True):
+            score = float(entry.get("tuning_fluent_success", 0.0))
+            if best is None or score > best[0]:
+                best = (score, choices_path.parent, entry)
+    if best is None:
+        return None
+    return load_sae(best[1]), best[2]
 
 
 def _resolve_sae(lm: LoadedModel, sae: Any, layer: int | None) -> Any:
@@ -977,5 +1115,6 @@ __all__ = [
     "Condition", "LanguageFeatures", "SteeringContext", "SteeringResult", "SteeringSpec", "SweepResult",
     "continuation_loss", "discover_language_features", "distinct_word_ratio", "e5_embedder",
     "fasttext_language_identifier", "fidelity", "head_projections", "mean_difference_directions",
-    "pooled_residuals", "run_sweep", "score_language", "steer_language", "steering_hooks", "replace",
+    "pooled_residuals", "run_sweep", "save_steering_choice", "saved_steering_choice", "score_language",
+    "steer_language", "steering_hooks",
 ]

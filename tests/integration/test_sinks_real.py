@@ -56,7 +56,20 @@ def test_gemma_sinks_heavily_after_the_first_layers(gemma):
 
 
 @pytest.mark.integration
-def test_minilm_encoder_runs_and_cls_receives_attention(minilm):
-    scores = attention_sinks(minilm, default_prompts()[:8], progress=False)
+def test_minilm_cls_token_receives_far_more_attention_than_the_average_key(minilm):
+    """BERT-style encoders park attention on [CLS] as decoders do on BOS: from layer 1 on, the first token
+    draws many times the share an average key gets (1/n of each query's attention over n keys).
+    Measured on 8 shipped prompts (64 tokens): 14–26× the average key per layer, and more than 5× in at
+    least 11 of 12 heads of every layer after the first."""
+    prompts = default_prompts()[:8]
+    scores = attention_sinks(minilm, prompts, progress=False)
+    rows = [minilm.encode(p)[:scores.max_tokens] for p in prompts]
+    assert all(r[0] == minilm.tokenizer.cls_token_id for r in rows)  # the first token is [CLS]
+    average_key = sum(1 / len(r) for r in rows) / len(rows)
     assert scores.bos_attention.shape == (6, 12)
-    assert torch.all(scores.bos_attention >= 0) and torch.all(scores.bos_attention <= 1)
+    later = scores.bos_attention[1:]  # layer 0 mixes locally (about 4× the average key)
+    assert torch.all(later.mean(dim=1) > 10 * average_key), later.mean(dim=1) / average_key
+    assert torch.all((later > 5 * average_key).float().mean(dim=1) >= 0.75)
+    # the first position beats every other position's received attention in those layers
+    others = scores.received[1:, :, 1:].mean(dim=1).max(dim=-1).values
+    assert torch.all(later.mean(dim=1) > others), (later.mean(dim=1), others)

@@ -174,8 +174,17 @@ def test_planted_model_is_attention_only_in_effect(planted):
         assert torch.allclose(acts[f"blocks.{layer}.hook_resid_post"], resid, atol=1e-5)
 
 
-def test_marker_token_id_is_the_hash_byte():
-    assert byte_tokenizer().decode([MARKER]) == "#"
+def test_only_the_marker_token_carries_the_marker_dimension_in_the_loaded_model(planted):
+    """The planted channel starts at the marker: the model's own tokenizer must turn '#' into ``MARKER``, and
+    in the loaded model (processing included) only that token's embedding may carry the marker dimension,
+    which the writer head reads; otherwise the channel tests below would probe an empty mechanism."""
+    text = "ab#cd#e"
+    ids = planted.encode(text)
+    assert [i for i, t in enumerate(ids) if t == MARKER] == [3, 6]  # BOS, a, b, # …
+    embed = planted.capture(planted.tokenize([text]), ["hook_embed"])["hook_embed"][0]
+    carries = (embed[:, MARK_DIM].abs() > 0.5).nonzero().flatten().tolist()
+    assert carries == [3, 6]
+    assert torch.allclose(planted.W_E[:, MARK_DIM].abs().topk(2).values, torch.tensor([1.0, 0.0]), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------

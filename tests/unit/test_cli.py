@@ -96,3 +96,78 @@ def test_list_shows_analyses_and_models_with_offline_marks():
         mark = f"[{spec.source}, {'offline' if installed else 'not installed'}]"
         assert re.search(rf"^ +{re.escape(spec.name)} +{re.escape(mark)}", process.stdout, re.M), (spec.name, mark)
     assert "gemma-3-270m" in process.stdout and "tiny-llama" in process.stdout
+
+
+def _only_line(process: subprocess.CompletedProcess) -> str:
+    """The one line a usage error prints: exit 2, one line on stderr, nothing at all on stdout."""
+    assert process.returncode == 2, process.stdout + process.stderr
+    assert process.stdout == ""
+    lines = process.stderr.splitlines()
+    assert len(lines) == 1, process.stderr
+    return lines[0]
+
+
+def _unwritable_system_folder() -> Path:
+    """``/sys`` refuses new entries even to root (sysfs), so a write check cannot pass there by permission bits."""
+    folder = Path("/sys")
+    try:
+        (folder / ".interp-probe").mkdir()
+    except OSError:
+        return folder
+    (folder / ".interp-probe").rmdir()
+    pytest.skip("/sys accepts new folders on this machine")
+
+
+@pytest.mark.parametrize("case", ["existing-file", "missing-parent", "unwritable-folder", "uncreatable-folder",
+                                  "read-only-permissions"])
+def test_out_that_cannot_hold_the_report_is_one_line_before_any_work(case, tmp_path):
+    if case == "existing-file":
+        out, message = tmp_path / "taken.txt", "is a file, not a folder"
+        out.write_text("not a folder")
+    elif case == "missing-parent":
+        out, message = tmp_path / "no" / "such" / "reports", "its parent folder"
+    elif case == "unwritable-folder":  # exists, but nothing can be written in it (root included)
+        out, message = _unwritable_system_folder(), "is not writable"
+    elif case == "uncreatable-folder":  # its parent exists, but no folder can be made there (root included)
+        out, message = _unwritable_system_folder() / "interp-reports", "cannot be created"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes through permission bits; the /sys cases check the same refusal as root")
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        out, message = locked, "is not writable"
+    process = run_cli("run", "attention-sinks", "--model", "tiny-gpt2", "--out", str(out), "--max-prompts", "1")
+    line = _only_line(process)
+    assert line.startswith("interp: error: --out") and message in line, line
+    assert str(out) in line
+
+
+def test_a_report_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """The folder passed the early check but the write still fails (full disk, folder removed meanwhile)."""
+    from interp.results import Result
+
+    def refuse(self, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(Result, "to_parquet", refuse)
+    code = main(["run", "attention-sinks", "--model", "tiny-gpt2", "--out", str(tmp_path / "out"), "--max-prompts", "1",
+                 "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and "could not write" in lines[0] and "No space left on device" in lines[0], captured.err
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_an_error_after_the_model_loaded_prints_only_the_error_line(dtype, backend_name, tmp_path):
+    """Loading must not show the libraries' chatter ("Loading weights", "Moving model to device", advice on
+    reduced precision): after a load, a usage error is still exactly one line on stderr and nothing else."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The cat sat on the mat.\nA second prompt.\n")
+    process = run_cli("run", "attention-sinks", "--model", "tiny-gpt2", "--backend", backend_name, "--dtype", dtype,
+                      "--prompts", str(prompts), "--max-tokens", "300", "--out", str(tmp_path / "out"))
+    assert (process.stdout + process.stderr).splitlines() == [
+        "interp: error: max_tokens (T) must be between 2 and the context window 256, got 300"]
+    assert process.returncode == 2
+    assert not (tmp_path / "out").exists()

@@ -444,3 +444,23 @@ def test_analysis_runs_end_to_end_and_writes_a_report(tmp_path):
     assert path.stat().st_size > 10_000
     with pytest.raises(OptionError, match="comma-separated"):
         interp.run("attention-sparsity", "tiny-gpt2", prompts=TEXTS, progress=False, epsilons="abc")
+
+
+def test_the_analysis_leaves_torch_thread_settings_alone(monkeypatch):
+    """A library call must not change process-wide settings: torch's thread count is the caller's (another
+    thread of the caller's program sharing torch would otherwise run on one thread meanwhile)."""
+    calls = []
+
+    def record(name):
+        def set_threads(n):
+            calls.append((name, n))
+        return set_threads
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", record("set_num_threads"))
+    monkeypatch.setattr(torch, "set_num_interop_threads", record("set_num_interop_threads"))
+    lm = interp.load_model("tiny-gpt2")
+    interp.run("attention-sparsity", lm, prompts=TEXTS, progress=False, window=8, min_keys=4, rank_prompts=2)
+    attention_sparsity(lm, TEXTS, window=8, min_keys=4, progress=False)
+    assert calls == []
+    assert torch.get_num_threads() == threads

@@ -8,6 +8,9 @@ orthonormal decoder rows with row ``PLANTED`` equal to ``u`` (``W_enc = W_decᵀ
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -18,6 +21,8 @@ from interp.attribution.language_steering import (
     SteeringSpec,
     discover_language_features,
     distinct_word_ratio,
+    head_projections,
+    mean_difference_directions,
     run_sweep,
     score_language,
     steer_language,
@@ -340,8 +345,6 @@ def test_steered_generation_equals_naive_steered_greedy() -> None:
 
 def test_mean_difference_recovers_the_planted_direction_and_steers() -> None:
     lm, _, target_ids, u = _planted()
-    from interp.attribution.language_steering import mean_difference_directions
-
     vector = mean_difference_directions(lm, [LAYER], ["xx"], sentences=_sentences())[("xx", LAYER)]
     cosine = float(vector @ u / vector.norm())
     # The dense difference also carries the random embeddings of the planted bytes, so it is only mostly u.
@@ -350,6 +353,99 @@ def test_mean_difference_recovers_the_planted_direction_and_steers() -> None:
     state = GenerationState()
     out = generate(lm, ["the house is"], 8, fwd_hooks=steering_hooks([spec], state), state=state, stop_at_eos=False)
     assert sum(t in target_ids for t in out.token_ids[0]) >= 7
+
+
+def _last_residuals(lm, sentences: list[str], layer: int) -> torch.Tensor:
+    """``blocks.{layer}.hook_resid_post`` at the last token, one sentence at a time (no batching, no padding)."""
+    name = f"blocks.{layer}.hook_resid_post"
+    return torch.stack([lm.capture(lm.pad([lm.encode(s)]), [name])[name][0, -1].float().cpu() for s in sentences])
+
+
+def test_the_steering_context_builds_its_mean_differences_with_the_tested_function() -> None:
+    """What the analysis and ``steer_language`` steer with (``SteeringContext.add_mean_diffs``) is
+    :func:`mean_difference_directions` (one code path), and both equal a one-sentence-at-a-time brute force:
+    the vector ``mean_xx(x) − mean_en(x)`` and the clamp target ``mean_xx(x · v̂)``."""
+    lm, _, _, _ = _planted()
+    sentences = _sentences()
+    ctx = SteeringContext(lm)
+    ctx.add_mean_diffs([LAYER], ["xx"], sentences=sentences)
+    tested = mean_difference_directions(lm, [LAYER], ["xx"], sentences=sentences)[("xx", LAYER)]
+    assert torch.equal(ctx.mean_diffs[("xx", LAYER)], tested)
+    target, english = _last_residuals(lm, sentences["xx"], LAYER), _last_residuals(lm, sentences["en"], LAYER)
+    brute = target.mean(0) - english.mean(0)
+    torch.testing.assert_close(tested, brute, rtol=1e-4, atol=1e-4)
+    unit = brute / brute.norm()
+    assert ctx.mean_diff_target_proj[("xx", LAYER)] == pytest.approx(float((target @ unit).mean()), rel=1e-4)
+    clamp = ctx.spec(Condition("xx", "mean-diff", LAYER, 2.0, "clamp"))
+    assert clamp.target_value == pytest.approx(2.0 * float((target @ unit).mean()), rel=1e-4)
+    add = ctx.spec(Condition("xx", "mean-diff", LAYER, 2.0, "add"))
+    assert torch.equal(add.direction, tested) and add.coefficient == 2.0
+
+
+def test_head_projections_refuse_continuations_that_are_all_empty(tiny_gpt2) -> None:
+    spec = SteeringSpec(layer=0, direction=torch.ones(tiny_gpt2.d_model), coefficient=1.0)
+    prompts = [tiny_gpt2.encode("the house is"), tiny_gpt2.encode("a")]
+    with pytest.raises(OptionError, match="every continuation is empty"):
+        head_projections(tiny_gpt2, spec, prompts, [[], []])
+    with pytest.raises(OptionError, match="every continuation is empty"):
+        head_projections(tiny_gpt2, spec, [], [])
+    with pytest.raises(OptionError, match="2 prompts but 1 continuation"):
+        head_projections(tiny_gpt2, spec, prompts, [[5]])
+    assert tiny_gpt2.active_hook_count() == 0
+
+
+@pytest.mark.parametrize("positions", ["all", "new"])
+def test_head_projections_equal_a_per_row_brute_force(tiny_llama, positions) -> None:
+    """Each head's ``z_h · W_O[h] · d̂`` averaged over the positions that predict continuation tokens, with
+    the edit on and off, against one unbatched forward per row; an empty continuation is skipped."""
+    lm = tiny_llama
+    direction = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(0))
+    spec = SteeringSpec(layer=0, direction=direction, coefficient=3.0, positions=positions)
+    prompts = [lm.encode("the house is"), lm.encode("a"), lm.encode("we went to")]
+    continuations = [lm.encode(" big and red", prepend_bos=False), [], lm.encode(" the sea", prepend_bos=False)]
+    on, off = head_projections(lm, spec, prompts, continuations)
+    unit = direction / direction.norm()
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(lm.n_layers)]
+    readout = [torch.einsum("hdm,m->hd", lm.head_weights(layer).W_O.float().cpu(), unit) for layer in range(lm.n_layers)]
+    totals = {True: torch.zeros(lm.n_layers, lm.n_heads), False: torch.zeros(lm.n_layers, lm.n_heads)}
+    count = 0
+    for prompt, continuation in zip(prompts, continuations, strict=True):
+        if not continuation:
+            continue
+        a, b = len(prompt) - 1, len(prompt) - 1 + len(continuation)
+
+        def edit(act, hook, a=a, b=b):
+            act = act.clone()
+            act[0, (0 if positions == "all" else a):b] += 3.0 * direction.to(act)
+            return act
+
+        for steer in (True, False):
+            with lm.hooks([("blocks.0.hook_resid_post", edit)] if steer else []):
+                z = lm.capture(lm.pad([prompt + continuation]), names)
+            for layer, name in enumerate(names):
+                totals[steer][layer] += torch.einsum("phd,hd->h", z[name][0, a:b].float().cpu(), readout[layer])
+        count += b - a
+    torch.testing.assert_close(on, totals[True] / count, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(off, totals[False] / count, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(on, off, atol=1e-3)  # the edit reaches the later layer's heads
+
+
+def test_unevaluated_steering_reports_its_rates_as_not_measured(tiny_gpt2) -> None:
+    """``evaluate=False`` generates only: success is not 0 % but unknown (NaN rates, None per prompt) and
+    every display says so; the evaluated call still reports numbers."""
+    prompts = ["the house is", "we"]
+    out = steer_language(tiny_gpt2, prompts, "fr", method="mean-diff", layer=0, max_new_tokens=3, evaluate=False)
+    assert math.isnan(out.success_rate) and math.isnan(out.fluent_success_rate)
+    assert len(out.texts) == 2 and not out.evaluated
+    assert out.success == [None, None] and out.fluent == [None, None] and out.languages == [None, None]
+    assert "success=not measured" in repr(out) and "fluent_success=not measured" in repr(out)
+    frame = out.to_frame()
+    assert frame["success"].isna().all() and frame["fluent"].isna().all() and frame["detected"].isna().all()
+    scored = steer_language(tiny_gpt2, prompts, "fr", method="mean-diff", layer=0, max_new_tokens=3,
+                            identifier=lambda texts: [("fr", 0.9)] * len(texts), embedder=_stub_embedder)
+    assert scored.evaluated and scored.success_rate == 1.0 and scored.success == [True, True]
+    assert "success=1" in repr(scored) and "not measured" not in repr(scored)
+    assert scored.texts == out.texts  # the same greedy generation, scored or not
 
 
 def test_steer_language_public_call_and_errors() -> None:
@@ -424,16 +520,41 @@ def test_import_interp_does_not_load_the_heavy_optional_packages() -> None:
     assert loaded == ""
 
 
-def test_corpus_falls_back_to_the_shipped_sentences_without_catalogs(monkeypatch) -> None:
+def test_corpus_reads_exactly_the_pinned_catalogs_and_refuses_a_missing_or_altered_one(monkeypatch, tmp_path) -> None:
+    """The SAE corpus must not depend on what else is installed: only the manifest's catalogs are read, each
+    checked against its sha256, and a missing or altered one is a one-line error naming its package."""
     from interp import corpus
 
-    monkeypatch.setattr(corpus, "catalog_roots", lambda: [])
-    with pytest.warns(UserWarning, match="no gettext translation catalogs"):
-        built = corpus.build_corpus(("en", "fr"), tokens_per_language=None)
-    shipped = corpus.parallel_sentences("discovery")
-    assert sorted(t for t, lang in zip(built.texts, built.languages, strict=True) if lang == "fr") == sorted(shipped["fr"])
-    off = corpus.build_corpus(("en", "fr"), tokens_per_language=None, catalogs=False)  # no warning: asked for
-    assert off.fingerprint == built.fingerprint and off.stats["fr"]["catalog_files"] == 0
+    real = corpus.catalog_manifest()
+    source = tmp_path / "fr.mo"
+    first = real["languages"]["fr"]["files"][0]
+    source.write_bytes(open(first["path"], "rb").read())
+    digest = corpus._digest(source)  # noqa: SLF001 - the function under test's own hashing
+    pinned = {"languages": {"fr": {"files": [{"path": str(source), "package": "pkg-x", "sha256": digest}],
+                                   "pairs_sha256": corpus._pairs_digest(corpus.catalog_pairs_from([source]))}}}
+    monkeypatch.setattr(corpus, "catalog_manifest", lambda: pinned)
+    extra = tmp_path / "extra" / "fr" / "LC_MESSAGES"
+    extra.mkdir(parents=True)
+    (extra / "other.mo").write_bytes(open(real["languages"]["fr"]["files"][1]["path"], "rb").read())
+    monkeypatch.setattr(corpus, "catalog_roots", lambda: [tmp_path / "extra"])  # installed, but not pinned
+    assert corpus.catalog_files("fr") == [source]
+    pairs, used = corpus.catalog_pairs("fr")
+    assert used == [str(source)] and pairs == corpus.catalog_pairs_from([source])
+    built = corpus.build_corpus(("en", "fr"), tokens_per_language=None)
+    assert built.fingerprint == corpus.build_corpus(("en", "fr"), tokens_per_language=None).fingerprint
+    assert built.stats["fr"]["catalog_files"] == 1
+
+    source.write_bytes(source.read_bytes() + b"\0")  # another version of the package
+    corpus._digest.cache_clear()  # noqa: SLF001
+    with pytest.raises(corpus.CorpusError, match=r"fr\.mo differs from the pinned one \(package pkg-x") as info:
+        corpus.build_corpus(("en", "fr"), tokens_per_language=None)
+    assert "\n" not in str(info.value)
+    source.unlink()
+    with pytest.raises(corpus.CorpusError, match=r"\(Debian package pkg-x\) is missing.*INTERP_CORPUS_CATALOGS=0"):
+        corpus.build_corpus(("en", "fr"), tokens_per_language=None)
+    shipped = corpus.build_corpus(("en", "fr"), tokens_per_language=None, catalogs=False)  # asked for: no error
+    assert sorted(t for t, lang in zip(shipped.texts, shipped.languages, strict=True) if lang == "fr") == \
+        sorted(corpus.parallel_sentences("discovery")["fr"])
 
 
 def test_token_mean_features_equals_a_per_sentence_brute_force() -> None:
@@ -464,3 +585,41 @@ def test_tuning_and_blind_test_prompts_are_disjoint_from_the_held_out_prompts_an
     assert set(extra).isdisjoint(prompts) and set(blind).isdisjoint(prompts + extra)
     english = " ".join(s for split in ("discovery", "heldout") for s in parallel_sentences(split)["en"]).lower()
     assert not [p for p in extra + prompts + blind if p.lower() in english]
+
+
+def test_steer_language_uses_the_setting_the_analysis_saved_beside_its_sae(tmp_path, monkeypatch) -> None:
+    """The analysis records its chosen (layer, feature, strength, mode, positions) in the SAE's folder;
+    ``steer_language(lm, prompts, target)`` with nothing else given must steer with exactly that setting.
+    (The planted model has no French: ``fr`` only names the target whose shipped sentences size the edit.)"""
+    from interp.attribution.language_steering import (
+        CHOICES_FILE,
+        save_steering_choice,
+        saved_steering_choice,
+        steer_language,
+    )
+    from interp.sae import DEFAULT_SAE, load_sae, sae_root
+
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
+    lm, trained, _, _ = _planted()
+    assert saved_steering_choice(lm, "fr") is None
+    folder = sae_root(lm) / "planted-default-recipe"
+    trained.sae.save_model(str(folder))
+    settings = {**{k: DEFAULT_SAE[k] for k in ("d_sae", "k", "training_tokens", "epochs")}, "seed": 0,
+                "backend": lm.backend}
+    (folder / "interp_sae.json").write_text(json.dumps({"hook_name": trained.hook_name, "settings": settings}))
+    on_disk = load_sae(folder)
+    choice = {"feature": PLANTED, "strength": 3.0, "mode": "add", "positions": "new", "chosen": True,
+              "tuning_fluent_success": 0.9}
+    written = save_steering_choice(on_disk, "fr", choice)
+    assert written == folder / CHOICES_FILE and json.loads(written.read_text())["fr"]["layer"] == LAYER
+
+    out = steer_language(lm, ["the cat"], "fr", max_new_tokens=3, evaluate=False)
+    used = out.settings
+    assert used["saved_choice"]["feature"] == PLANTED
+    assert (used["feature"], used["strength"], used["mode"], used["positions"], used["layer"]) == \
+        (PLANTED, 3.0, "add", "new", LAYER)
+    explicit = steer_language(lm, ["the cat"], "fr", sae=on_disk, feature=PLANTED, strength=3.0, positions="new",
+                              max_new_tokens=3, evaluate=False)
+    assert explicit.texts == out.texts and explicit.settings["saved_choice"] is None
+    # Another SAE seed has no saved choice: nothing is found for it.
+    assert saved_steering_choice(lm, "fr", sae_seed=1) is None
