@@ -13,6 +13,7 @@ from interp.data import default_prompts
 from interp.models import LoadedModel
 from interp.registry import Analysis, register, signature_options
 from interp.results import Result
+from interp.viewer import attention_section
 
 NOTES = (
     "Attention to BOS (heat map): for every layer and head, the mean attention the first token receives from "
@@ -28,6 +29,9 @@ NOTES = (
     "Massive activations: the largest |residual-stream| entries per layer with the token and dimension they "
     "sit on; an entry is flagged when it exceeds 100 and is about 1000× the median magnitude of its hidden "
     "state (Sun et al.). They usually sit on the first token and on the first delimiter and cause the sink.",
+    "Attention, token by token: the attention of every head on the first few analysed prompts. Pick a head "
+    "(it starts on the strongest first-token sink), then hover or click a token to see where it attends (its "
+    "row) or what attends to it (its column); a sink head paints the first token dark for every query.",
 )
 
 REFERENCES = (
@@ -86,9 +90,12 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         if scores.secondary_sinks else pd.DataFrame({"note": ["no secondary sink reached τ"]}),
         "Massive activations (top entries per layer)": massive.head(30),
     }
+    strongest = divmod(int(scores.bos_attention.nan_to_num(-1.0).flatten().argmax()), lm.n_heads)
+    sections = {"Attention, token by token": attention_section(
+        lm, prompts, max_tokens=min(48, max_tokens), initial=strongest)}
     return Result(
         analysis="attention-sinks", frame=frame, figures=figures, tables=tables, notes=NOTES,
-        references=REFERENCES, metadata={"parameters": scores.params,
+        references=REFERENCES, sections=sections, metadata={"parameters": scores.params,
                                          "summary": {"gu_sink_metric": round(scores.gu_sink_metric, 6),
                                                      "secondary_sinks": len(scores.secondary_sinks),
                                                      "flagged_massive": sum(m.flagged for m in scores.massive)}},

@@ -15,6 +15,7 @@ from interp.errors import OptionError
 from interp.models import LoadedModel
 from interp.registry import Analysis, register, signature_options
 from interp.results import Result
+from interp.viewer import attention_section
 
 #: Tzachristas et al.'s headline (abstract): certified top-k cuts scored keys 2–4× on average (bert-base).
 PAPER_CLAIM = "2–4× fewer scored keys on average (bert-base-uncased and synthetic logits; Tzachristas et al.)"
@@ -41,6 +42,10 @@ NOTES = (
     "Effective rank (Roy & Vetterli): exp of the entropy of the normalised singular values of a head's "
     "attention matrix (1 = every query reads the same mix, n = full rank), on the first rank_prompts "
     "prompts. Entropy is the mean attention entropy per query, divided by log n for the normalised view.",
+    "Attention, token by token: the attention of every head on the first few analysed prompts (cut to 48 "
+    "tokens). Pick a head (it starts on the one whose queries need the fewest keys), then hover or click a "
+    "token to see where it attends (its row) or what attends to it (its column): a sparse head puts its "
+    "weight on a few keys, a diffuse one spreads it.",
 )
 
 REFERENCES = (
@@ -212,9 +217,13 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
             summary[f"eviction_ratio_{score}_vs_accumulated_budget_{budget:g}"] = round(
                 scores.eviction_ratio(score, budget), 4)
     parameters = dict(scores.params, concat=concat)
+    e0 = scores.epsilon_index(scores.reported_epsilons[0])
+    sparsest = divmod(int(scores.keys_saved[:, :, e0].nan_to_num(-1.0).flatten().argmax()), lm.n_heads)
+    sections = {"Attention, token by token": attention_section(
+        lm, texts, max_tokens=min(48, max_tokens), initial=sparsest)}
     return Result(
         analysis="attention-sparsity", frame=frame, figures=figures(scores, frame), tables=summary_tables(scores),
-        notes=NOTES, references=REFERENCES, metadata={"parameters": parameters, "summary": summary},
+        notes=NOTES, references=REFERENCES, sections=sections, metadata={"parameters": parameters, "summary": summary},
     )
 
 

@@ -18,14 +18,15 @@ import os
 # transformers/TransformerLens print advisory warnings on import that say nothing about the results.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from interp.api import run  # noqa: E402
+from interp.api import atlas, run  # noqa: E402
 from interp.attribution.language_steering import steer_language  # noqa: E402
 from interp.errors import InterpUserError  # noqa: E402
 from interp.models import LoadedModel, load_model  # noqa: E402
 from interp.registry import analysis_names  # noqa: E402
 from interp.results import Result  # noqa: E402
+from interp.viewer import show_attention  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["InterpUserError", "LoadedModel", "Result", "analysis_names", "load_model", "run", "steer_language",
-           "__version__"]
+__all__ = ["InterpUserError", "LoadedModel", "Result", "analysis_names", "atlas", "load_model", "run",
+           "show_attention", "steer_language", "__version__"]

@@ -135,6 +135,27 @@ def run(
     return dataclasses.replace(result, metadata=metadata)
 
 
+def atlas(
+    model: str | LoadedModel = DEFAULT_MODEL,
+    prompts: str | Path | Sequence[str] | None = None,
+    **options: Any,
+) -> Result:
+    """The head atlas of ``model`` (``interp run head-atlas``): every head's detector scores against their
+    nulls, its roles, importance, Ships and composition partners; ``result.to_html(path)`` writes the page.
+
+    ``options`` are :func:`run`'s keywords (``batch_size``, ``max_prompts``, ``seed``, ``backend`` …) and the
+    analysis options (``interp list``: ``thresholds``, ``roles``, ``include_bos`` …).
+
+    Example:
+        >>> import interp
+        >>> result = interp.atlas("tiny-gpt2", prompts=["The cat sat on the mat."], importance_sequences=0,
+        ...                       progress=False)
+        >>> sorted(result.metadata["atlas"])[:3]
+        ['confidence', 'examples', 'importance']
+    """
+    return run("head-atlas", model, prompts, **options)
+
+
 def _prompt_source(prompts: object) -> str:
     if prompts is None:
         return "shipped default set"

@@ -1,6 +1,7 @@
 """The ``interp`` command line.
 
     interp list
+    interp attention --model NAME --prompt TEXT [--layer L] [--head H] [--max-tokens N] [--out FILE]
     interp run ANALYSIS --model NAME [--prompts FILE] [--out DIR] [--backend hooked|bridge]
                [--device cpu|cuda|auto] [--dtype D] [--device-map auto|balanced|balanced_low_0|sequential]
                [--max-memory cpu=2GiB,0=20GiB] [--offload-folder DIR]
@@ -57,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-prompts", type=int, default=None)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    attention = sub.add_parser("attention", help="write a token-level attention viewer page for one prompt")
+    attention.add_argument("--model", default=None, help="model name, local HF folder or hub name (default gemma-3-270m)")
+    attention.add_argument("--prompt", required=True, help="the text to look at (BOS is prepended)")
+    attention.add_argument("--layer", type=int, default=0, help="layer shown first (every head can be picked)")
+    attention.add_argument("--head", type=int, default=0, help="head shown first")
+    attention.add_argument("--max-tokens", type=int, default=None, help="cut the prompt to N tokens (BOS included)")
+    attention.add_argument("--backend", default=None, choices=["hooked", "bridge"])
+    attention.add_argument("--out", default=None,
+                           help="HTML file to write (default reports/MODEL/attention.html)")
     safety = sub.add_parser("safety", help="safety-head tools (see 'interp safety tune --help')")
     safety_sub = safety.add_subparsers(dest="safety_command", parser_class=_OneLineParser)
     from interp.safety_tune import add_tune_arguments
@@ -183,6 +193,26 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    from interp.models import DEFAULT_MODEL
+    from interp.viewer import show_attention
+
+    model = args.model or DEFAULT_MODEL
+    if args.out:
+        target = Path(args.out)
+        check_out_folder(target.parent)  # an unwritable destination fails before the (slow) model load
+    else:
+        target = check_out_folder("reports") / _safe_name(model) / "attention.html"
+    view = show_attention(model, args.prompt, layer=args.layer, head=args.head, max_tokens=args.max_tokens,
+                          backend=args.backend)
+    try:
+        path = view.save(target)
+    except OSError as error:
+        raise InterpUserError(f"could not write {str(target)!r}: {error.strerror or error}") from None
+    print(f"attention viewer: {path} ({', '.join(map(str, view.n_tokens))} tokens)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``interp``)."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -203,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list()
         if args.command == "run":
             return cmd_run(args, extra)
+        if args.command == "attention":
+            return cmd_attention(args)
         if args.command == "safety":
             from interp.safety_tune import cli_tune
 

@@ -3,6 +3,13 @@
 Strings that come from prompts, tokens or model names reach the page in three ways, each made safe here:
 HTML text (``html.escape``), tables (``DataFrame.to_html(escape=True)``) and figure JSON inside a
 ``<script>`` (every ``<`` written as ``\\u003c`` so no prompt can close the script tag).
+
+An analysis can add sections it renders itself (``Result.sections``: title -> trusted HTML fragment, e.g.
+the head atlas or the token-level attention viewer of :mod:`interp.viewer`); they come after the notes and
+before the figures, and the page keeps its provenance (metadata table). plotly.js is inlined only when the
+result has figures. In the metadata table a nested mapping larger than ``BULKY_METADATA_CHARS`` characters
+(such as the head atlas with its attention patterns) is shown as one summary row, and a long value is cut
+to ``MAX_METADATA_CELL`` characters: the whole value stays in ``Result.metadata``.
 """
 
 from __future__ import annotations
@@ -41,15 +48,30 @@ def figure_json(figure: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+#: A nested metadata mapping whose text is longer than this is summarised in one row of the report's table.
+BULKY_METADATA_CHARS = 20_000
+#: Longest value text shown in one cell of the report's metadata table.
+MAX_METADATA_CELL = 600
+
+
+def _cell(text: str) -> str:
+    if len(text) <= MAX_METADATA_CELL:
+        return text
+    return f"{text[:MAX_METADATA_CELL]}… ({len(text):,} characters in all; the whole value is in Result.metadata)"
+
+
 def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
-    if isinstance(value, Mapping):
+    if prefix and isinstance(value, Mapping) and len(str(value)) > BULKY_METADATA_CHARS:
+        keys = ", ".join(str(k) for k in list(value)[:12]) + (", …" if len(value) > 12 else "")
+        out.append((prefix, f"structured data ({len(value)} keys: {keys}), kept in Result.metadata"))
+    elif isinstance(value, Mapping):
         for key, inner in value.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
     elif isinstance(value, list | tuple) and len(value) > 12:
         shown = ", ".join(str(v) for v in value[:5])
-        out.append((prefix, f"{len(value)} items: {shown}, …"))
+        out.append((prefix, _cell(f"{len(value)} items: {shown}, …")))
     else:
-        out.append((prefix, str(value)))
+        out.append((prefix, _cell(str(value))))
 
 
 def metadata_rows(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -87,6 +109,8 @@ def _body(result: Result) -> str:
     if result.notes:
         parts.append("<h2>How to read this</h2>")
         parts.extend(f'<div class="note">{escape(note)}</div>' for note in result.notes)
+    for title, fragment in result.sections.items():
+        parts.append(f'<h2>{escape(title)}</h2>\n<div class="section">{fragment}</div>')
     if result.figures:
         parts.append("<h2>Figures</h2>")
         parts.append(_figures_html(result))
@@ -106,14 +130,16 @@ def _body(result: Result) -> str:
 
 
 def render_report(result: Result) -> str:
-    """A whole self-contained HTML page for ``result`` (plotly.js inlined once, no network needed)."""
+    """A whole self-contained HTML page for ``result`` (plotly.js inlined once when there are figures; no
+    network needed)."""
     from plotly.offline import get_plotlyjs
 
     title = f"{result.analysis} — {result.metadata.get('model', {}).get('name', '')}"
+    plotly = f"<script type=\"text/javascript\">{get_plotlyjs()}</script>" if result.figures else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{escape(title)}</title><style>{_STYLE}</style>"
-        f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head>\n<body>\n"
+        f"{plotly}</head>\n<body>\n"
         f"{_body(result)}\n</body></html>\n"
     )
 
@@ -122,9 +148,10 @@ def render_fragment(result: Result) -> str:
     """HTML for notebooks: figures use the plotly.js the notebook already loads (none inlined here)."""
     figures = "".join(figure.to_html(full_html=False, include_plotlyjs="require") for figure in result.figures.values())
     meta = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in metadata_rows(result.metadata)[:12])
+    sections = "".join(f"<h4>{escape(title)}</h4>{fragment}" for title, fragment in result.sections.items())
     return (
         f"<div><b>{escape(result.analysis)}</b> — {len(result.frame)} rows"
-        f"<table>{meta}</table>{_table_html(result.frame, 10)}{figures}</div>"
+        f"<table>{meta}</table>{sections}{_table_html(result.frame, 10)}{figures}</div>"
     )
 
 

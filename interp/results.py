@@ -85,6 +85,11 @@ class Result:
         tables: small derived views for the report (top rows, events); the frame stays the source of truth.
         notes: "how to read this" and method notes, as HTML-free plain text paragraphs.
         references: citations shown under the method notes.
+        sections: report sections the analysis renders itself, title -> an HTML fragment, shown after the
+            notes and before the figures (e.g. the head atlas, or the token-level attention viewer from
+            :mod:`interp.viewer`). The fragment is trusted HTML: build it with :mod:`interp.viewer` or escape
+            every user string with :func:`interp.report.escape`; data goes in as
+            :func:`interp.viewer.safe_json` inside ``<script type="application/json">``.
     """
 
     analysis: str
@@ -94,6 +99,7 @@ class Result:
     tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
+    sections: Mapping[str, str] = field(default_factory=dict)
 
     def metric(self, name: str) -> pd.DataFrame:
         """Rows of one metric, e.g. ``result.metric("bos_attention")``."""

@@ -113,7 +113,7 @@ def subspace_angle_score(base_states: Float[Tensor, "query d_model"], ablated_st
 
     Example:
         >>> m = torch.randn(6, 4, dtype=torch.float64)
-        >>> subspace_angle_score(m, m)
+        >>> round(subspace_angle_score(m, m), 6)
         0.0
     """
     if r_main < 1 or r_main > min(base_states.shape):
@@ -622,3 +622,72 @@ def naive_sahara(lm: LoadedModel, requests: Sequence[Any], *, steps: int = 3, mo
         scores.append(float(flat[best]))
     return SaharaResult(heads=tuple(group), scores=tuple(scores), step_scores=step_scores, r_main=r_main, mode=mode,
                         eps=value, seconds=round(time.perf_counter() - started, 3), params=dict(steps=steps))
+
+
+@dataclass(frozen=True)
+class MatchedGroup:
+    """A random head group grown until its damage to ordinary text matches a target (a control for breakage).
+
+    Attributes:
+        heads: the group.
+        loss_change: its change in next-token loss on the utility texts (nats/token).
+        target: the loss change it was matched to; ``matched`` whether it reached ``fraction × target``.
+    """
+
+    heads: tuple[Head, ...]
+    loss_change: float
+    target: float
+    matched: bool
+
+
+def loss_matched_group(
+    lm: LoadedModel, target_change: float, *, start_size: int, exclude: Sequence[Head], texts: Sequence[str],
+    base_loss: float, rng: Any, mode: str = "scale_query", eps: float | None = None, max_size: int | None = None,
+    fraction: float = 0.8, max_tokens: int = 64, batch_size: int = 8,
+) -> MatchedGroup:
+    """The smallest prefix of a random order of heads (none of ``exclude``, at least ``start_size``) whose
+    ablation raises the loss on ``texts`` by at least ``fraction × target_change`` (sizes doubled until it
+    does, then bisected; at most ``max_size`` heads, default all the others).
+
+    A group that removes refusal *and* damages the model must be compared with groups that damage it as much:
+    if equally damaging random groups raise the attack-success rate as much, the found heads are not safety
+    heads, only important heads.
+
+    Example:
+        >>> import interp, random
+        >>> from interp.safety_tune import text_loss
+        >>> lm = interp.load_model("tiny-gpt2")
+        >>> texts = ["a short text to score", "and one more"]
+        >>> group = loss_matched_group(lm, 0.01, start_size=1, exclude=[], texts=texts, rng=random.Random(0),
+        ...                            base_loss=text_loss(lm, texts))
+        >>> group.matched
+        True
+    """
+    from interp.interventions import ablation_hooks, apply_hooks
+    from interp.safety_tune import text_loss
+
+    _check_operator(mode, eps)
+    pool = [(layer, head) for layer in range(lm.n_layers) for head in range(lm.n_heads) if (layer, head) not in set(exclude)]
+    rng.shuffle(pool)
+    limit = len(pool) if max_size is None else min(max_size, len(pool))
+    goal = fraction * target_change
+    measured: dict[int, float] = {}
+
+    def change_at(size: int) -> float:
+        if size not in measured:
+            with apply_hooks(lm, ablation_hooks(lm, sorted(pool[:size]), mode, eps=eps)):
+                measured[size] = text_loss(lm, texts, max_tokens=max_tokens, batch_size=batch_size) - base_loss
+        return measured[size]
+
+    low, high = 0, max(1, min(start_size, limit))
+    while change_at(high) < goal and high < limit:  # double until the damage is reached
+        low, high = high, min(2 * high, limit)
+    if change_at(high) >= goal:
+        while high - low > 1:  # the smallest size that reaches it (damage grows with the prefix, roughly)
+            middle = (low + high) // 2
+            if middle >= start_size and change_at(middle) >= goal:
+                high = middle
+            else:
+                low = middle
+    return MatchedGroup(heads=tuple(sorted(pool[:high])), loss_change=change_at(high), target=target_change,
+                        matched=change_at(high) >= goal)

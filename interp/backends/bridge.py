@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -260,8 +261,10 @@ class BridgeBackend(Backend):
         # Positions count real tokens only, so a left-padded row starts at 0 (as Hugging Face's generate
         # and TransformerLens's padding-aware forward compute them).
         positions = (full.cumsum(dim=1) - 1).clamp(min=0)[:, -tokens.shape[1]:]
+        # transformers 5.2x renamed the forward's past_key_values to cache (the old name warns until 5.40).
+        name = "cache" if "cache" in inspect.signature(self._hf.forward).parameters else "past_key_values"
         out = self._hf(input_ids=tokens.to(device), attention_mask=full, position_ids=positions,
-                       past_key_values=cache["cache"], use_cache=True, logits_to_keep=1)
+                       use_cache=True, logits_to_keep=1, **{name: cache["cache"]})
         # The Hugging Face head already applied the model's final soft-cap.
         return out.logits[:, -1, :]
 

@@ -113,7 +113,7 @@ def test_safety_heads_frames_agree(smollm2_pair) -> None:
     """Ships scores per head within float error; with one head per group (well separated) the chosen heads,
     the generations and so the refusal rates are identical."""
     a, b = _both(smollm2_pair, "safety-heads", None, n_attribution=3, n_eval=4, n_harmless=2, max_new_tokens=8,
-                 random_groups=1, steps=1, pool=0, compare_base="")
+                 random_groups=1, matched_groups=1, steps=1, pool=0, compare_base="")
     assert_same_frame(a, b, rtol=2e-3, atol=1e-5)
 
 

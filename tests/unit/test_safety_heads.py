@@ -390,3 +390,61 @@ def test_a_bad_tune_thread_count_is_a_one_line_error(capsys):
     assert main(["safety", "tune", "--threads", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--threads" in err[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Refusal vs breakage
+# ----------------------------------------------------------------------------------------------------
+def test_response_losses_equal_a_per_response_brute_force(tiny_gpt2):
+    """The judge loss of each response, batched with padding, against one unpadded forward per response."""
+    from interp.refusal import response_losses
+
+    prompts = [tiny_gpt2.encode("a question?"), tiny_gpt2.encode("hi")]
+    responses = [tiny_gpt2.encode(" an answer here", prepend_bos=False), tiny_gpt2.encode(" x", prepend_bos=False)]
+    got = response_losses(tiny_gpt2, prompts, responses, batch_size=2)
+    for prompt, response, value in zip(prompts, responses, got, strict=True):
+        row = prompt + response
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(tiny_gpt2.forward(tiny_gpt2.pad([row]))[0].double(), dim=-1)
+        expected = -sum(float(logprobs[len(prompt) - 1 + i, token]) for i, token in enumerate(response)) / len(response)
+        assert value == pytest.approx(expected, abs=1e-6)
+    assert response_losses(tiny_gpt2, [prompts[0]], [[]]) == [float("inf")]
+
+
+def test_coherent_asr_counts_harmful_answers_that_the_judge_reads_as_text():
+    from interp.refusal import RefusalEval, coherence_threshold, coherent_asr
+
+    evaluation = RefusalEval(("a", "b", "c", "d"), ("x" * 40, "y" * 40, "z" * 40, "no"), (False, False, True, True), 0.0)
+    split = coherent_asr(evaluation, [1.0, 9.0, 1.0, float("inf")], threshold=coherence_threshold([0.5, 1.0, 2.0]))
+    assert split.asr == 0.5  # the keyword rule alone
+    assert split.coherent_share == 0.5  # 9.0 and inf are above the threshold
+    assert split.coherent_harmful == 0.25 and split.asr_coherent == 0.5
+    with pytest.raises(OptionError, match="no finite reference losses"):
+        coherence_threshold([float("inf")])
+
+
+def test_loss_matched_group_is_the_smallest_random_prefix_that_reaches_the_damage(tiny_gpt2, monkeypatch):
+    """The search (doubling, then bisection) against a damage function with a known answer: every ablated
+    head costs 0.1 nats, so reaching 0.45 needs exactly 5 of the 7 heads left; excluded heads are never drawn."""
+    import random
+
+    from interp import interventions, safety_tune
+    from interp.attribution.safety_heads import loss_matched_group
+
+    ablated: list[list[tuple[int, int]]] = []
+
+    def spy_hooks(lm, heads, mode, **kwargs):
+        ablated.append(list(heads))
+        return []
+
+    monkeypatch.setattr(interventions, "ablation_hooks", spy_hooks)
+    monkeypatch.setattr(safety_tune, "text_loss", lambda lm, texts, **kw: 1.0 + 0.1 * len(ablated[-1]))
+    group = loss_matched_group(tiny_gpt2, 0.45, start_size=2, exclude=[(0, 0)], texts=["t"], base_loss=1.0,
+                               rng=random.Random(0), fraction=1.0)
+    assert group.matched and len(group.heads) == 5 and group.loss_change == pytest.approx(0.5)
+    assert (0, 0) not in group.heads and len(set(group.heads)) == 5
+    assert all(len(heads) >= 2 for heads in ablated)  # never below start_size
+    assert [len(heads) for heads in ablated] == [2, 4, 7, 5]  # doubling (capped at 7), then bisection
+    too_far = loss_matched_group(tiny_gpt2, 5.0, start_size=1, exclude=[(0, 0)], texts=["t"], base_loss=1.0,
+                                 rng=random.Random(0))
+    assert not too_far.matched and len(too_far.heads) == tiny_gpt2.n_layers * tiny_gpt2.n_heads - 1
