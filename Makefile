@@ -16,11 +16,12 @@ setup:
 report: setup
 	$(VENV)/interp run attention-sinks --model gemma-3-270m
 
-## Set up, then run the whole test suite and ruff: the unit suite once per backend, the unit suite's
-## bridge half again under transformer-lens 4, and the integration tests on the bundled real models.
+## Set up, then run ruff, basedpyright (type check) and the whole test suite: the unit suite once per backend,
+## the unit suite's bridge half again under transformer-lens 4, and the integration tests on the bundled real models.
 test: export INTERP_REQUIRE_MODELS := 1
 test: setup
 	$(VENV)/ruff check interp analyses tests benchmarks
+	$(VENV)/basedpyright
 	$(VENV)/python -m pytest -q --durations=10 tests/unit --backend hooked
 	$(VENV)/python -m pytest -q --durations=10 tests/unit --backend bridge
 	$(VENV_TL4)/python -m pytest -q --durations=5 tests/unit --backend bridge

@@ -16,7 +16,8 @@ from interp.viewer import atlas_section_html
 
 NOTES = (
     "The atlas gives every attention head a profile: detector scores, each against its null, the roles they "
-    "add up to, and what the other analyses say about the head (ablation importance on the induction task, "
+    "add up to, and what the other analyses say about the head (ablation importance on the induction task: "
+    "how much zero-ablating it lowers the logit difference of the answer, or raises the loss; "
     "Ships where the model has a chat template, and its top Q/K/V-composition partners). Click a head in the "
     "grid for its card; the attention viewer shows its pattern on example prompts token by token.",
     "Previous-token, duplicate-token and induction scores are TransformerLens's detect_head scores (same "
@@ -34,8 +35,9 @@ NOTES = (
     "visible keys); induction and duplicate-token also with the head's own score on the same sequences with the "
     "first copy replaced by fresh tokens (a purely positional head scores the same there). Weight scores are "
     "compared with the same score after shuffling which token goes in (mean + 3 sd of the shuffled |score|). "
-    "A role is claimed only when the score passes its threshold and its null; the confidence is how far the "
-    "score sits from its null toward a perfect score.",
+    "A role is claimed only when the score passes its threshold and sits clearly beyond its null: its "
+    "confidence — how far the score sits from its null toward a perfect score — must reach min-confidence "
+    "(default 0.1).",
 )
 
 REFERENCES = (
@@ -63,11 +65,14 @@ def run(
     induction_sequences: int = 8,
     half_length: int = 20,
     ov_tokens: int = 4096,
-    ov_null_samples: int = 8,
+    ov_null_samples: int = 6,
     thresholds: str = "",
     roles: str = "all",
-    importance_sequences: int = 4,
-    ships_requests: int = 4,
+    min_confidence: float = 0.1,
+    importance_sequences: int = 3,
+    importance_half_length: int = 10,
+    importance_metric: str = "logit_diff",
+    ships_requests: int = 2,
     partners: int = 3,
     examples: int = 4,
     example_tokens: int = 48,
@@ -75,8 +80,9 @@ def run(
     atlas = head_atlas(
         lm, prompts, max_tokens=max_tokens, exclude_bos=not include_bos, exclude_current_token=exclude_current_token,
         error_measure=error_measure, induction_sequences=induction_sequences, half_length=half_length,
-        ov_tokens=ov_tokens, ov_null_samples=ov_null_samples, thresholds=thresholds, roles=roles,
+        ov_tokens=ov_tokens, ov_null_samples=ov_null_samples, thresholds=thresholds, roles=roles, min_confidence=min_confidence,
         importance=importance_sequences > 0, importance_sequences=max(importance_sequences, 1),
+        importance_half_length=importance_half_length, importance_metric=importance_metric,
         ships_requests=ships_requests, partners=partners, n_examples=examples, example_tokens=example_tokens,
         batch_size=batch_size, seed=seed, progress=progress)
     frame = atlas.to_frame()
@@ -90,9 +96,9 @@ def run(
     })
     summary["share of heads"] = (summary["heads"] / total).round(3)
     rules = pd.DataFrame([dict(role=r.role, metric=r.metric,
-                               rule={"above": "≥", "below": "≤", "negative": "≤ −"}[r.direction]
-                               + str(atlas.thresholds[r.metric]) + " and beyond the null"
-                               if r.role != "diffuse" else f"≥ {atlas.thresholds[r.metric]}",
+                               rule={"above": "≥ ", "below": "≤ ", "negative": "≤ −"}[r.direction]
+                               + str(atlas.thresholds[r.metric])
+                               + (f" and confidence ≥ {atlas.params['min_confidence']}" if r.role != "diffuse" else ""),
                                meaning=r.meaning, assigned=r.role in atlas.roles) for r in ROLE_RULES])
     tables = {
         "Heads per role": summary,
@@ -132,7 +138,10 @@ register(Analysis(
         "thresholds": (str, "role thresholds, e.g. induction=0.4,previous_token=0.5 (metrics: "
                             + ", ".join(DEFAULT_THRESHOLDS) + ")"),
         "roles": (str, "roles to assign: all or a comma list of " + ", ".join(ROLES)),
+        "min_confidence": (float, "a role also needs its score this far from the null toward a perfect score"),
         "importance_sequences": (int, "induction sequences for the ablation-importance join (0 = skip)"),
+        "importance_half_length": (int, "length of the repeated block in the importance task"),
+        "importance_metric": (str, "logit_diff (answer R[-1] vs a random token) or loss (repeated half)"),
         "ships_requests": (int, "harmful requests for the Ships join (0 = skip; needs a chat template)"),
         "partners": (int, "composition partners per mode (0 = skip)"),
         "examples": (int, "example prompts for the attention viewer (≤ 4)"),

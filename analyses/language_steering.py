@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -453,9 +453,10 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         for method in ("sae", "mean-diff"):
             sub = examples[(examples["language"] == lang) & (examples["method"] == method)]
             for r in sub.head(3).itertuples():
+                confidence = cast(float, r.confidence)  # a float column (pandas-stubs type a cell as any scalar)
                 example_rows.append({"language": lang, "method": method, "prompt": r.prompt,
                                      "unsteered": r.baseline_text, "steered": r.text, "detected": r.detected,
-                                     "confidence": round(r.confidence, 2), "fluent": r.fluent})
+                                     "confidence": round(confidence, 2), "fluent": r.fluent})
     failures = examples[~examples["fluent"]].head(12)[["language", "method", "prompt", "text", "detected", "confidence",
                                                        "distinct"]]
     quality_table = pd.DataFrame([{"layer": sae_layer, "train_seconds": sae.info.get("train_seconds"),

@@ -236,7 +236,7 @@ def _effect_figure(summary: pd.DataFrame, components: int) -> plots.go.Figure:
     for condition, part in summary.groupby("condition", sort=False):
         figure.add_trace(plots.go.Bar(x=[plots.safe_label(r) for r in part["reader"]], y=part["induction score"],
                                       error_y=dict(type="data", array=part["std over trials"].tolist()),
-                                      name=names.get(condition, condition)))
+                                      name=names.get(str(condition), str(condition))))
     figure.update_layout(title="Induction score of each induction head when the previous-token heads' channel is removed",
                          barmode="group", yaxis_title="induction score", xaxis_title="induction head",
                          template="plotly_white", height=420)

@@ -62,3 +62,20 @@ def print_table(rows: list[tuple], header: tuple) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     for row in (header, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
+
+
+def add_backend_argument(parser: Any) -> None:
+    """``--backend hooked|bridge`` (default: the suite's default), for benchmarks that load models by name."""
+    parser.add_argument("--backend", choices=["hooked", "bridge"], default=None,
+                        help="model backend (default: the suite's default, see interp.backends)")
+
+
+def use_backend(args: Any) -> str:
+    """Make every ``interp.load_model`` of this process (and the processes it spawns) use ``args.backend``."""
+    if getattr(args, "backend", None):
+        os.environ["INTERP_BACKEND"] = args.backend
+    from interp.backends import default_backend
+
+    chosen = os.environ.get("INTERP_BACKEND") or default_backend()
+    print(f"backend: {chosen}", flush=True)
+    return chosen

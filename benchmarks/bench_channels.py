@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import add_backend_argument, use_backend  # noqa: E402
 
 import interp  # noqa: E402
 from interp.attribution.channels import composition_scores, head_svd  # noqa: E402
@@ -119,7 +123,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peer", choices=["chunked", "full"], default="chunked",
                         help="full = model.all_composition_scores itself (needs ~9 GB free on these models)")
+    add_backend_argument(parser)
     args = parser.parse_args()
+    use_backend(args)
     torch.set_num_threads(args.threads)
     modes = "K" if args.quick else "QKV"
     rows = []

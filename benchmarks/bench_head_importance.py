@@ -33,6 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
 import interp  # noqa: E402
 from interp.attribution.ablation_scan import ablation_scan, naive_ablation_scan  # noqa: E402
 from interp.tasks import induction_task  # noqa: E402

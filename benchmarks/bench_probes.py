@@ -19,7 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import peak_rss_in_fresh_process, print_table, result_line, timed  # noqa: E402
+from _common import (  # noqa: E402
+    add_backend_argument,
+    peak_rss_in_fresh_process,
+    print_table,
+    result_line,
+    timed,
+    use_backend,
+)
 
 SEQ = 128
 MODEL = "tiny-gpt2-12l"
@@ -129,7 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["speed", "memory"], default=None, help="run one half of the benchmark")
+    add_backend_argument(parser)
     args = parser.parse_args()
+    use_backend(args)
     torch.set_num_threads(2)
     batch_size = 8
     overhead = growth = None

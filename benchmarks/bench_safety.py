@@ -20,14 +20,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, result_line  # noqa: E402
+from _common import add_backend_argument, print_table, result_line, use_backend  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    add_backend_argument(parser)
     args = parser.parse_args()
+    use_backend(args)
     torch.set_num_threads(args.threads)
 
     import interp

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _common import print_table, result_line  # noqa: E402
+from _common import add_backend_argument, print_table, result_line, use_backend  # noqa: E402
 
 MODEL = "gemma-3-270m"
 SEQ = 256
@@ -33,7 +33,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--prompts", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    add_backend_argument(parser)
     args = parser.parse_args()
+    use_backend(args)
     import interp
     from interp.attribution.sinks import attention_sinks
     from interp.attribution.sparsity import attention_sparsity, long_prompts

@@ -19,12 +19,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import add_backend_argument, use_backend  # noqa: E402
 
 import interp  # noqa: E402
 from interp.attribution.language_steering import SteeringSpec, mean_difference_directions, steering_hooks  # noqa: E402
@@ -55,7 +59,9 @@ def main() -> None:
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
+    add_backend_argument(parser)
     args = parser.parse_args()
+    use_backend(args)
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM
 

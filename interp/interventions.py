@@ -91,12 +91,12 @@ def check_heads(lm: LoadedModel, heads: Sequence[Head] | Head) -> list[Head]:
     """
     n_layers, n_heads = lm.n_layers, lm.n_heads
     accepted = f"layers 0..{n_layers - 1}, heads 0..{n_heads - 1}"
-    if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, int) for x in heads):
-        heads = [heads]  # a single (layer, head) pair
+    single = isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, int) for x in heads)
+    items: list[Any] = [heads] if single else list(heads)  # a single (layer, head) pair, or pairs: checked below
     out: list[Head] = []
-    for item in heads:
+    for item in items:
         try:
-            layer, head = (int(x) for x in item)  # type: ignore[union-attr]
+            layer, head = (int(x) for x in item)
         except (TypeError, ValueError):
             raise OptionError(f"head {item!r} is not a (layer, head) pair of integers: give pairs in {accepted}") from None
         if not 0 <= layer < n_layers:

@@ -7,13 +7,14 @@ labels; nothing is saved here (saving is the report's job).
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), height=420)
+_LAYOUT: dict[str, Any] = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), height=420)
 
 
 def safe_label(text: object) -> str:
@@ -51,7 +52,7 @@ def layer_head_heatmap(
 
 def line_curves(
     x: Sequence[float] | np.ndarray,
-    series: dict[str, Sequence[float] | np.ndarray],
+    series: Mapping[str, Sequence[float] | np.ndarray],
     title: str,
     *,
     x_title: str,

@@ -27,7 +27,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -35,6 +35,9 @@ from torch import Tensor
 
 from interp.errors import PromptError
 from interp.models import LoadedModel, TokenBatch
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 _QUERY_AXIS_2 = ("hook_pattern", "hook_attn_scores")
 
@@ -248,6 +251,11 @@ def batches(lm: LoadedModel, token_rows: Sequence[Sequence[int]], batch_size: in
     ]
 
 
+def is_text_prompts(prompts: Sequence[str] | Sequence[Sequence[int]]) -> TypeIs[Sequence[str]]:
+    """True when ``prompts`` are strings (judged by the first); False for token id rows and for none."""
+    return len(prompts) > 0 and isinstance(prompts[0], str)
+
+
 def tokenize_prompts(
     lm: LoadedModel, prompts: Sequence[str], *, max_tokens: int | None = None, min_tokens: int = 1
 ) -> list[list[int]]:
@@ -282,10 +290,10 @@ def run_probe(
     """
     if len(prompts) == 0:
         raise PromptError("the prompt set is empty: give at least one non-empty prompt")
-    if isinstance(prompts[0], str):
-        token_rows = tokenize_prompts(lm, prompts, max_tokens=max_tokens)  # type: ignore[arg-type]
+    if is_text_prompts(prompts):
+        token_rows = tokenize_prompts(lm, prompts, max_tokens=max_tokens)
     else:
-        token_rows = [list(r)[:max_tokens] if max_tokens else list(r) for r in prompts]  # type: ignore[arg-type]
+        token_rows = [list(r)[:max_tokens] if max_tokens else list(r) for r in prompts]
     by_hook: dict[str, list[Reducer]] = {}
     for reducer in reducers:
         for name in reducer.hook_names:

@@ -140,7 +140,7 @@ def _recipes_package() -> ModuleType:
     except BaseException:
         del sys.modules[RECIPES_PACKAGE]
         raise
-    sys.modules["interp"].analyses = package
+    vars(sys.modules["interp"])["analyses"] = package  # bound on the parent, as an import would
     return package
 
 

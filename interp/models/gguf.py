@@ -35,7 +35,7 @@ def plain_copy_from_gguf(gguf_path: Path, architecture: str, out: Path) -> dict[
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     config = hf.config
     if hasattr(config, "quantization_config"):
-        del config.quantization_config
+        delattr(config, "quantization_config")
     config.architectures = [architecture]
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(hf.state_dict(), strict=False)

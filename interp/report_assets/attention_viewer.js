@@ -15,8 +15,11 @@
   }
   function shown(t) {
     if (t === "") return "\u2205";
+    if (t.trim() === "") t = t.replace(/ /g, "\u2423");  // a token of spaces only: make them visible
     return t.replace(/\r/g, "\u240d").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
   }
+  // colour intensity: the square root of the weight, so that weights of a few percent stay visible
+  function alpha(v) { return Math.sqrt(Math.max(0, Math.min(1, v))).toFixed(3); }
   function label(text, control) {
     var l = el("label", "ia-label");
     l.appendChild(document.createTextNode(text + " "));
@@ -67,7 +70,7 @@
     body.appendChild(controls);
 
     var help = el("p", "ia-help", "Hover or click a token (or Tab to the tokens and use \u2190 \u2192, Home, End; " +
-      "Enter pins, Esc clears; [ and ] change the head). Colour and numbers: attention weights.");
+      "Enter pins, Esc clears; [ and ] change the head). Numbers: attention weights; colour: their square root.");
     body.appendChild(help);
     var strip = el("div", "ia-tokens");
     strip.setAttribute("role", "listbox");
@@ -157,7 +160,7 @@
         var r = rows()[q] || [];
         for (var k = 0; k < r.length; k++) {
           if (!r[k]) continue;
-          ctx.fillStyle = "rgba(29,94,201," + Math.min(1, r[k] / S).toFixed(3) + ")";
+          ctx.fillStyle = "rgba(29,94,201," + alpha(r[k] / S) + ")";
           ctx.fillRect(k * c, q * c, c, c);
         }
       }
@@ -188,8 +191,8 @@
         var q = st.mode === "row" ? active : j, k = st.mode === "row" ? j : active;
         var m = masked(q, k), v = m ? 0 : w(q, k);
         var rgb = st.mode === "row" ? "29,94,201" : "217,115,26";
-        s.style.backgroundColor = m ? "" : "rgba(" + rgb + "," + Math.min(1, v).toFixed(3) + ")";
-        s.classList.toggle("ia-dark", !m && v > 0.55);
+        s.style.backgroundColor = m ? "" : "rgba(" + rgb + "," + alpha(v) + ")";
+        s.classList.toggle("ia-dark", !m && v > 0.3);
         s.classList.toggle("ia-masked", m);
         num.textContent = m ? "\u00a0" : v.toFixed(2);
         s.title = m ? "masked (causal)" : (st.mode === "row" ? "attention from " + active + " to " + j

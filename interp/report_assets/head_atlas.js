@@ -13,10 +13,7 @@
   function fmt(v) {
     if (v === null || v === undefined || (typeof v === "number" && !isFinite(v))) return "\u2014";
     if (typeof v !== "number") return String(v);
-    if (v === 0) return "0";
-    var a = Math.abs(v);
-    if (a >= 1e4 || a < 1e-3) return v.toExponential(3);
-    return String(Number(v.toPrecision(4)));
+    return String(Number(v.toPrecision(4)));  // 4 significant digits; exponents only below 1e-6
   }
   function at(grid, l, h) {
     if (!grid || !grid[l]) return null;
@@ -107,6 +104,7 @@
     cells[0][0].tabIndex = 0;
 
     function abbrev(label) {
+      if (A.abbreviations && A.abbreviations[label]) return A.abbreviations[label];
       var parts = label.split(/[-_/ ]+/).filter(Boolean);
       if (parts.length > 1) return parts.map(function (p) { return p[0]; }).join("").toUpperCase();
       return label.slice(0, 3).toUpperCase();

@@ -45,6 +45,7 @@ def test_wheel_holds_the_recipes_as_interp_analyses_and_nothing_at_the_top_but_i
     assert "analyses" not in top
     assert {t for t in top if not t.endswith(".dist-info")} == {"interp"}
     assert {"interp/analyses/__init__.py", "interp/analyses/attention_sinks.py"} <= names
+    assert "interp/py.typed" in names, "the PEP 561 marker interp/py.typed is left out of the wheel"
     missing = (_sources(REPO / "interp", "interp/") | _sources(REPO / "analyses", "interp/analyses/")) - names
     assert not missing, f"source files left out of the wheel: {sorted(missing)}"
     data = {f"interp/{p.relative_to(REPO / 'interp').as_posix()}" for p in (REPO / "interp" / "data").rglob("*")

@@ -26,8 +26,11 @@ def test_prompt_text_is_escaped_everywhere(evil_result, tmp_path):
     assert "<script>document.title" not in page
     assert "<img src=x" not in page
     assert "&lt;script&gt;document.title" in page  # the metadata table shows it as text
-    # Exactly the inlined plotly.js plus one small script per figure: nothing else executes.
-    assert page.count("<script") == 1 + len(evil_result.figures)
+    # Exactly the inlined plotly.js, one small script per figure and the attention viewer's code execute;
+    # the viewer's data sits in one inert JSON script element.
+    executable = re.findall(r"<script(?![^>]*application/json)", page)
+    assert len(executable) == 1 + len(evil_result.figures) + len(evil_result.sections)
+    assert page.count('<script type="application/json"') == len(evil_result.sections) == 1
 
 
 def test_report_is_self_contained(evil_result, tmp_path):

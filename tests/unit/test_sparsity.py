@@ -464,3 +464,19 @@ def test_the_analysis_leaves_torch_thread_settings_alone(monkeypatch):
     attention_sparsity(lm, TEXTS, window=8, min_keys=4, progress=False)
     assert calls == []
     assert torch.get_num_threads() == threads
+
+
+def test_effective_rank_from_the_gram_matrix_equals_the_svd_on_attention_patterns():
+    """The eigenvalue route against numpy's SVD on causal attention patterns (the analysis's inputs), with
+    padded (zero) query rows, in float32 as the probe hands them over."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 40, 40, generator=generator) * 3
+    patterns = torch.softmax(logits.masked_fill(~torch.ones(40, 40, dtype=torch.bool).tril(), float("-inf")), -1)
+    patterns[0, :, 30:] = 0.0  # a shorter prompt's padded rows
+    got = effective_rank(patterns)
+    for i in range(3):
+        for h in range(4):
+            s = np.linalg.svd(patterns[i, h].double().numpy(), compute_uv=False)
+            p = s / s.sum()
+            p = p[p > 0]
+            assert abs(float(got[i, h]) - math.exp(-(p * np.log(p)).sum())) < 1e-6 * float(got[i, h])

@@ -7,8 +7,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -140,18 +138,23 @@ def test_show_attention_bad_input_is_one_line(tiny_gpt2):
             show_attention(tiny_gpt2, prompt)
 
 
-def test_show_attention_from_the_command_line_exits_2_on_bad_input(tmp_path):
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "interp.cli", "attention", "--model", "tiny-gpt2", *args],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+def test_show_attention_from_the_command_line_exits_2_on_bad_input(tmp_path, capsys):
+    from interp.cli import main
 
-    bad = cli("--prompt", "hi", "--head", "9", "--out", str(tmp_path / "a.html"))
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "head 9 is out of range" in bad.stderr
-    empty = cli("--prompt", " ", "--out", str(tmp_path / "a.html"))
-    assert empty.returncode == 2 and "prompt is empty" in empty.stderr
-    good = cli("--prompt", "<b>hi</b>", "--layer", "1", "--out", str(tmp_path / "a.html"))
-    assert good.returncode == 0, good.stderr
-    assert "interp-attn" in (tmp_path / "a.html").read_text()
+    def cli(*args):
+        code = main(["attention", "--model", "tiny-gpt2", *args])
+        return code, capsys.readouterr().err
+
+    code, err = cli("--prompt", "hi", "--head", "9", "--out", str(tmp_path / "a.html"))
+    assert code == 2 and err.strip().count("\n") == 0 and "head 9 is out of range" in err
+    code, err = cli("--prompt", " ", "--out", str(tmp_path / "a.html"))
+    assert code == 2 and "prompt is empty" in err
+    code, err = cli("--prompt", "hi", "--out", str(tmp_path / "missing" / "deeper" / "a.html"))
+    assert code == 2 and "does not exist" in err
+    code, err = cli("--prompt", "<b>hi</b>", "--layer", "1", "--out", str(tmp_path / "a.html"))
+    assert code == 0, err
+    page = (tmp_path / "a.html").read_text()
+    assert "interp-attn" in page and "<b>hi" not in page
 
 
 def test_capture_examples_keeps_the_report_small(tiny_gpt2):
@@ -283,6 +286,7 @@ def requested_urls(driver) -> list[str]:
 
 def open_page(driver, path):
     driver.get_log("performance")  # drop what earlier pages logged
+    driver.get_log("browser")
     driver.get(path.as_uri())
     return driver
 
@@ -293,6 +297,8 @@ def assert_nothing_ran_and_nothing_was_fetched(driver, path):
     # the page itself, inline data and the browser's own chrome:// pages are fine; nothing else is
     foreign = [u for u in requested_urls(driver) if u != path.as_uri() and not u.startswith(("data:", "chrome:"))]
     assert foreign == [], f"the page asked for resources beyond itself: {foreign}"
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], f"the page's scripts failed: {errors}"
 
 
 def hover(driver, element):
@@ -468,3 +474,44 @@ def test_browser_report_viewer_and_show_attention_run_no_prompt_script(browser, 
     tokens[10].click()
     check_row(viewer, pattern[10].tolist(), 10, len(ids))
     assert_nothing_ran_and_nothing_was_fetched(driver, page)
+
+
+@pytest.mark.browser
+def test_firefox_card_hover_and_keyboard(atlas, tmp_path):
+    """The same page in Firefox, driven by Mozilla's marionette-driver (no geckodriver needed). Optional: the
+    setup installs neither firefox-esr nor marionette-driver, so this skips unless both are present."""
+    firefox = shutil.which("firefox-esr") or shutil.which("firefox")
+    if firefox is None:
+        pytest.skip("Firefox is not installed (optional: apt-get install firefox-esr)")
+    marionette = pytest.importorskip("marionette_driver.marionette", reason="marionette-driver is not installed "
+                                     "(optional: pip install marionette-driver)")
+    from marionette_driver import By
+    from marionette_driver.keys import Keys
+
+    path = tmp_path / "atlas.html"
+    path.write_text(render_atlas_page(atlas))
+    client = marionette.Marionette(bin=firefox, headless=True, gecko_log=str(tmp_path / "gecko.log"))
+    try:
+        client.start_session()
+        client.navigate(path.as_uri())
+        assert client.execute_script("return window.__pwned === undefined")
+        client.find_element(By.CSS_SELECTOR, '.ha-cell[data-layer="1"][data-head="1"]').click()
+        for metric in atlas["metrics"]:
+            shown = client.find_element(By.CSS_SELECTOR, f'tr[data-metric="{metric}"] .ha-value').get_attribute("data-value")
+            value = atlas["scores"][metric][1][1]
+            assert (shown == "" and math.isnan(value)) or float(shown) == value
+        tokens = client.find_elements(By.CSS_SELECTOR, ".ia-tok")
+        client.execute_script("arguments[0].scrollIntoView({block: 'center'})", script_args=[tokens[12]])
+        client.actions.sequence("pointer", "mouse", {"pointerType": "mouse"}).pointer_move(0, 0, origin=tokens[12]).perform()
+        shown = [e.text.strip() for e in client.find_elements(By.CSS_SELECTOR, ".ia-tok .ia-w")]
+        row = atlas["examples"][0]["patterns"][1][1][12]
+        assert all(shown[k] == "" if k > 12 else abs(float(shown[k]) - row[k]) <= 0.0056 for k in range(len(tokens)))
+        start = client.find_element(By.CSS_SELECTOR, '.ha-cell[data-layer="0"][data-head="0"]')
+        client.execute_script("arguments[0].focus()", script_args=[start])
+        for key in (Keys.ARROW_DOWN, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, Keys.ENTER):
+            client.execute_script("return document.activeElement").send_keys(key)
+        selected = client.find_element(By.CSS_SELECTOR, ".ha-cell.ha-selected")
+        assert (selected.get_attribute("data-layer"), selected.get_attribute("data-head")) == ("1", "2")
+        assert client.find_element(By.CSS_SELECTOR, ".ia-head-title").text == "Layer 1, head 2"
+    finally:
+        client.cleanup()
