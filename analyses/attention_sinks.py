@@ -1,4 +1,5 @@
-"""``attention-sinks``: first-token sinks, secondary sinks and massive activations (METHODS.md §4)."""
+"""``attention-sinks``: first-token sinks, secondary sinks and massive activations (Gu et al. 2025; Sun et al. 2024;
+docs/analyses/attention-sinks.md)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ REFERENCES = (
     "Gu et al., When Attention Sink Emerges in Language Models: An Empirical View, ICLR 2025.",
     "Xiao et al., Efficient Streaming Language Models with Attention Sinks (StreamingLLM), ICLR 2024.",
     "Sun et al., Massive Activations in Large Language Models, COLM 2024.",
-    "Wong et al., Secondary attention sinks, arXiv 2512.22213 (suite definition of the sink score, see METHODS.md §4.4).",
+    "Wong et al., Secondary attention sinks, arXiv 2512.22213 (the secondary-sink score used here is the suite's own definition: head-averaged attention received, with birth layer and lifetime).",
 )
 
 

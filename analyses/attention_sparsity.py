@@ -1,4 +1,5 @@
-"""``attention-sparsity``: certified top-k truncation, output-aware KV eviction, effective rank (METHODS.md §6)."""
+"""``attention-sparsity``: certified top-k truncation, output-aware KV eviction, effective rank (Tzachristas et al.;
+OBCache, Gu et al. 2025; docs/analyses/attention-sparsity.md)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ NOTES = (
 )
 
 REFERENCES = (
-    "Tzachristas et al., top-k sparse attention via total variation (certified top-k; METHODS.md §6.1).",
+    "Tzachristas et al., top-k sparse attention via total variation (certified top-k: TV distance = tail mass, the output-error certificate and the Gaussian-logit law).",
     "Gu, Liang, Zhao & Diao, OBCache: Optimal Brain KV Cache Pruning for Efficient Long-Context LLM Inference, "
     "arXiv 2510.07651 (2025).",
     "Zhang et al., H2O: Heavy-Hitter Oracle for Efficient Generative Inference of LLMs, NeurIPS 2023 "

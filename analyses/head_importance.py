@@ -1,4 +1,5 @@
-"""``head-importance``: which heads matter for a task, by every scoring method (METHODS.md §1)."""
+"""``head-importance``: which heads matter for a task, by every scoring method (Michel et al. 2019 and others;
+docs/analyses/head-importance.md)."""
 
 from __future__ import annotations
 

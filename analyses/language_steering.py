@@ -1,4 +1,5 @@
-"""``language-steering``: steer the generation language with one SAE feature (METHODS.md §3, Chou et al. 2025).
+"""``language-steering``: steer the generation language with one SAE feature (Chou et al. 2025, arXiv 2507.13410;
+docs/analyses/language-steering.md).
 
 Recipe: train (or load the cached) TopK SAE on ``blocks.L.hook_resid_post``; find each target language's
 feature on the discovery sentences; screen strength (SAE) and layer × strength (mean-difference baseline) on

@@ -1,11 +1,14 @@
-"""``safety-heads``: Ships, generalized Ships, Sahara, and refusal / ASR under head ablation (METHODS.md §2).
+"""``safety-heads``: Ships, generalized Ships, Sahara, and refusal / ASR under head ablation (Zhou et al., ICLR 2025;
+docs/analyses/safety-heads.md).
 
 Recipe: attribution on the harmful requests given (default: the shipped *train* harmful requests) →
 Ships heat map and generalized Ships per head → Sahara group → greedy generation on the shipped
 *held-out* harmful and harmless requests with the chat template, judged by the keyword rule, for the base
 model, the top Ships head ablated, the Sahara group ablated and ``random_groups`` random groups of the same
-size (the control) → loss on ordinary text under each ablation → for a tuned model, the same Ships scan on
-its original model and the overlap of the two rankings.
+size (the control) → loss on ordinary text under each ablation → ``matched_groups`` random groups grown to the
+Sahara group's damage on that text (the second control) → every response scored by a fluency judge (the
+untuned original of a tuned model, else the model without hooks), giving the coherent ASR that the verdict
+compares → for a tuned model, the same Ships scan on its original model and the overlap of the two rankings.
 """
 
 from __future__ import annotations

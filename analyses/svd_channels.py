@@ -1,4 +1,5 @@
-"""``svd-channels``: SVD communication channels between heads and Q/K/V composition (METHODS.md §5).
+"""``svd-channels``: SVD communication channels between heads and Q/K/V composition (Elhage et al. 2021;
+Merullo et al. 2024; docs/analyses/svd-channels.md).
 
 Weights: per-head OV/QK spectra and effective ranks, composition scores of every writer/reader pair with
 a random-matrix baseline, per-component (rank-1) composition. Data: previous-token and induction heads on

@@ -3,7 +3,7 @@
 Hook-based probes over TransformerLens models, attribution modules that return tidy pandas frames and
 plotly figures, and self-contained HTML reports.
 
-Example:
+Examples:
     >>> import interp
     >>> lm = interp.load_model("tiny-gpt2")
     >>> result = interp.run("attention-sinks", lm, prompts=["The cat sat on the mat."], progress=False)

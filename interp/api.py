@@ -3,7 +3,7 @@
 It resolves the model and prompts, seeds every generator, times the work and stamps the Result with its
 provenance (model, source, dtype, processing flags, BOS, prompts, seed, suite version, time taken).
 
-Example:
+Examples:
     >>> import interp
     >>> result = interp.run("attention-sinks", "tiny-gpt2", prompts=["The cat sat.", "A dog ran."], progress=False)
     >>> result.metadata["model"]["source"]
@@ -146,7 +146,7 @@ def atlas(
     ``options`` are :func:`run`'s keywords (``batch_size``, ``max_prompts``, ``seed``, ``backend`` …) and the
     analysis options (``interp list``: ``thresholds``, ``roles``, ``include_bos`` …).
 
-    Example:
+    Examples:
         >>> import interp
         >>> result = interp.atlas("tiny-gpt2", prompts=["The cat sat on the mat."], importance_sequences=0,
         ...                       progress=False)

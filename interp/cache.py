@@ -4,7 +4,7 @@ A cache folder is built in a temporary sibling folder, gets a ``manifest.json`` 
 digest of every file, and is renamed into place in one step; :func:`cache_is_valid` re-checks every digest,
 so a missing, truncated or altered file makes the folder invalid and it is rebuilt.
 
-Example:
+Examples:
     >>> import tempfile
     >>> from pathlib import Path
     >>> from interp.cache import build_checked_cache, cache_is_valid
@@ -34,7 +34,7 @@ def cache_dir() -> Path:
 
     ``INTERP_CACHE_DIR`` overrides the platform default (``~/.cache/interp`` on Linux).
 
-    Example:
+    Examples:
         >>> isinstance(cache_dir(), Path)
         True
     """

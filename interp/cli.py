@@ -136,7 +136,7 @@ def check_out_folder(out: str | Path) -> Path:
     :class:`~interp.errors.InterpUserError` naming the problem: a file in the way, a parent that does not
     exist, or no write permission.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> taken = tempfile.NamedTemporaryFile(suffix=".txt")
         >>> check_out_folder(taken.name)  # doctest: +ELLIPSIS

@@ -20,7 +20,7 @@ Two sources, both offline (nothing is downloaded):
   :class:`CorpusError` naming the file and its Debian package (``INTERP_CORPUS_CATALOGS=0`` selects the
   shipped-only corpus instead). Installing more packages no longer changes the corpus.
 
-Example:
+Examples:
     >>> from interp.corpus import parallel_sentences, steering_prompts
     >>> pairs = parallel_sentences("discovery")
     >>> len(pairs["en"]) == len(pairs["fr"])
@@ -85,7 +85,7 @@ def steering_tuning_prompts() -> list[str]:
     They are disjoint from :func:`steering_prompts` (and from the matched sentences), so adding them to the
     tuning set leaves the held-out prompts untouched.
 
-    Example:
+    Examples:
         >>> from interp.corpus import steering_prompts, steering_tuning_prompts
         >>> set(steering_tuning_prompts()).isdisjoint(steering_prompts())
         True
@@ -97,7 +97,7 @@ def steering_test_prompts() -> list[str]:
     """40 English openings written after the language-steering protocol was fixed, for a blind test of the
     settings it chooses (the 28 held-out steering prompts had been seen during its development).
 
-    Example:
+    Examples:
         >>> from interp.corpus import steering_prompts, steering_test_prompts, steering_tuning_prompts
         >>> set(steering_test_prompts()).isdisjoint(steering_prompts() + steering_tuning_prompts())
         True
@@ -273,7 +273,7 @@ def build_corpus(
     installed falls back to the shipped sentences with a warning naming the Debian packages that provide
     catalogs (see the data card in ``interp/data/README.md``).
 
-    Example:
+    Examples:
         >>> corpus = build_corpus(("en", "fr"), tokens_per_language=2000)
         >>> sorted(set(corpus.languages))
         ['en', 'fr']

@@ -2,7 +2,7 @@
 
 Every shipped file has a data card in ``interp/data/README.md`` (source, licence, size).
 
-Example:
+Examples:
     >>> from interp.data import default_prompts
     >>> len(default_prompts())
     64

@@ -21,7 +21,7 @@ the prefill a hook sees ``[batch, prompt_len, ...]`` (left-padded), during each 
 are in (used by steering at "new" positions only). Hooks on ``ln_final``/``unembed`` see only the last
 position.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.generation import generate
     >>> lm = interp.load_model("tiny-gpt2")
@@ -254,7 +254,7 @@ def generate(
     Returns:
         :class:`Generation` with texts and token ids in the order of ``prompts``.
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-llama")
         >>> generate(lm, ["abc"], max_new_tokens=3).token_ids[0].__len__()

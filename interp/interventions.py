@@ -6,7 +6,8 @@ list through the backend's :meth:`~interp.backends.Backend.hooks` and removes ex
 is ever mutated in place: weights stay as loaded. Contexts nest and compose (the hooks of an inner
 context run after those of an outer one on the same hook point).
 
-Ablation vocabulary (METHODS.md §0, §1.1, §1.5, §2.1), for a head ``(layer, head)``:
+Ablation vocabulary (Michel, Levy & Neubig 2019; Yu, Merullo & Pavlick 2023; Zhou et al., ICLR 2025;
+docs/concepts/interventions.md), for a head ``(layer, head)``:
 
 * ``zero``: the head's output ``z`` (``blocks.l.attn.hook_z[:, :, h]``) is set to 0 (Michel et al. 2019).
 * ``mean``: ``z`` is replaced by its mean over a reference prompt set (:func:`head_means`, pooled over
@@ -36,7 +37,7 @@ while it is needed).
 Batched scans use :func:`layer_edit_hooks`, whose selection mask may differ per batch row, so several
 heads' ablations run in one forward pass on stacked copies of a batch.
 
-Example:
+Examples:
     >>> import interp, torch
     >>> from interp.interventions import ablate_heads
     >>> lm = interp.load_model("tiny-gpt2")
@@ -84,7 +85,7 @@ def check_heads(lm: LoadedModel, heads: Sequence[Head] | Head) -> list[Head]:
     Raises :class:`~interp.errors.OptionError` (one line, naming the accepted range) for an index out of
     range or something that is not a pair.
 
-    Example:
+    Examples:
         >>> import interp
         >>> check_heads(interp.load_model("tiny-gpt2"), [(1, 3)])
         [(1, 3)]
@@ -184,7 +185,7 @@ def head_means(
     ``per_position=True`` keeps one mean per position (over the prompts that reach it), as in IOI-style
     mean ablation per template; otherwise the mean is pooled over positions.
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> ref = head_means(lm, ["one prompt", "another prompt"])
@@ -225,7 +226,7 @@ def cache_head_outputs(
 ) -> HeadReference:
     """Every head's ``z`` on a (corrupted) batch, for ``mode="resample"`` or :func:`patch_heads`.
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> ref = cache_head_outputs(lm, ["The dog sat."])
@@ -339,7 +340,7 @@ def ablation_hooks(
 ) -> list[HookPair]:
     """Hook pairs that apply ``mode`` to every listed head (for ``lm.forward(fwd_hooks=...)``).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> [name for name, _ in ablation_hooks(lm, [(0, 1), (1, 0)])]
@@ -363,7 +364,7 @@ def ablation_hooks(
 def apply_hooks(lm: LoadedModel, hooks: Sequence[HookPair]) -> Iterator[LoadedModel]:
     """Install hook pairs for the duration of the block; per-head ``hook_result`` is switched on if needed.
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> batch = lm.tokenize(["hi"])
@@ -394,7 +395,7 @@ def ablate_heads(
             ``scale_value`` needs it).
         reference: :func:`head_means` for ``mean``; :func:`cache_head_outputs` for ``resample``.
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-llama")
         >>> batch = lm.tokenize(["a b c d"])
@@ -412,7 +413,7 @@ def ablate_heads(
 def patch_heads(lm: LoadedModel, heads: Sequence[Head], source: HeadReference) -> Iterator[LoadedModel]:
     """Activation patching: the listed heads' outputs come from a cached run (:func:`cache_head_outputs`).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> corrupted = cache_head_outputs(lm, ["The dog ran."])
@@ -443,7 +444,7 @@ def _one_head_hook(head: int, fn: Callable[[Tensor], Tensor]) -> Callable[..., T
 def head_z_edit(lm: LoadedModel, layer: int, head: int, fn: Callable[[Tensor], Tensor]) -> HookPair:
     """Hook pair replacing one head's ``z`` ``[batch, pos, d_head]`` by ``fn(z)``.
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> with apply_hooks(lm, [head_z_edit(lm, 0, 2, lambda z: 2.0 * z)]):
@@ -460,7 +461,7 @@ def head_output_edit(lm: LoadedModel, layer: int, head: int, fn: Callable[[Tenso
     It acts on ``hook_result``; install it with :func:`apply_hooks`, which switches ``use_attn_result``
     on for the duration. Combine with :func:`project_out` to remove directions from a head's output.
 
-    Example:
+    Examples:
         >>> import interp, torch
         >>> lm = interp.load_model("tiny-gpt2")
         >>> u = torch.randn(64)
@@ -475,7 +476,7 @@ def head_output_edit(lm: LoadedModel, layer: int, head: int, fn: Callable[[Tenso
 def project_out(directions: Tensor) -> Callable[[Tensor], Tensor]:
     """A function removing the span of ``directions`` (``[d]`` or ``[k, d]``) from vectors ``[..., d]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> remove_x = project_out(torch.tensor([1.0, 0.0]))
         >>> remove_x(torch.tensor([[3.0, 4.0]]))
@@ -496,7 +497,7 @@ def project_out(directions: Tensor) -> Callable[[Tensor], Tensor]:
 def causal_uniform_pattern(n_pos: int, dtype: torch.dtype = torch.float32) -> Float[Tensor, "q k"]:
     """The causal-uniform pattern ``A[i, j] = 1/(i+1)`` for ``j ≤ i`` (0-based), the ε → 0 limit.
 
-    Example:
+    Examples:
         >>> causal_uniform_pattern(3)[2]
         tensor([0.3333, 0.3333, 0.3333])
     """

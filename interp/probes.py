@@ -11,7 +11,7 @@ computed but every reducer receives a mask of real positions and ignores them.
 Hooks are installed through the backend's :meth:`~interp.backends.Backend.hooks`, which removes them on
 success, on exceptions and on Ctrl-C, and switches per-head ``hook_result`` on only while it is needed.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.probes import Mean, run_probe
     >>> lm = interp.load_model("tiny-gpt2")

@@ -5,7 +5,7 @@ An analysis is a recipe module in the repository's ``analyses/`` folder (install
 there. Each option's default is declared once, in the recipe's signature (:func:`signature_options`), and
 a recipe takes exactly :data:`RUN_KEYWORDS` and its options, so an unknown option is an error.
 
-Example:
+Examples:
     >>> from interp.registry import analysis_names
     >>> "attention-sinks" in analysis_names()
     True
@@ -63,7 +63,7 @@ _DISCOVERED = False
 def signature_options(run: Callable[..., Any], options: dict[str, tuple[type, str]]) -> dict[str, tuple[type, Any, str]]:
     """Option name → (type, help) completed with each default read from ``run``'s signature.
 
-    Example:
+    Examples:
         >>> def run(lm, prompts, *, batch_size=8, progress=None, seed=0, epsilon=0.3):
         ...     ...
         >>> signature_options(run, {"epsilon": (float, "threshold")})
@@ -106,7 +106,7 @@ def register(analysis: Analysis) -> Analysis:
     A name that is already registered is refused (no silent overwrite), as is a recipe whose signature
     does not match its options (see :func:`_check_recipe`).
 
-    Example:
+    Examples:
         >>> register(get_analysis("attention-sinks"))
         Traceback (most recent call last):
         ...

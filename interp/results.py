@@ -1,10 +1,15 @@
 """The Result every analysis returns: a tidy frame, plotly figures and provenance metadata.
 
-Example:
-    >>> import interp
-    >>> result = interp.run("attention-sinks", "tiny-gpt2")          # doctest: +SKIP
-    >>> result.frame.query("metric == 'bos_attention'").head()       # doctest: +SKIP
-    >>> result.to_html("reports/tiny-gpt2/attention-sinks.html")     # doctest: +SKIP
+Examples:
+    >>> import interp, tempfile, pathlib
+    >>> result = interp.run("attention-sinks", "tiny-gpt2", prompts=["The cat sat on the mat."], progress=False)
+    >>> list(result.frame.columns[:6])
+    ['layer', 'head', 'position', 'token', 'metric', 'value']
+    >>> len(result.metric("bos_attention"))                # one row per layer × head of tiny-gpt2
+    8
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> result.to_html(folder / "attention-sinks.html").name
+    'attention-sinks.html'
 """
 
 from __future__ import annotations

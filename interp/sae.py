@@ -13,10 +13,11 @@
   latents (L0), and the next-token cross-entropy of the model with and without the SAE's reconstruction
   spliced into the residual stream (non-BOS positions) — plus, for scale, with that residual zeroed.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.sae import train_sae
     >>> lm = interp.load_model("tiny-gpt2")
+    >>> # skipped: trains through sae-lens's runner (tens of seconds even on a tiny model)
     >>> trained = train_sae(lm, layer=0, d_sae=128, k=8, training_tokens=20_000, progress=False)  # doctest: +SKIP
     >>> trained.quality.fve  # doctest: +SKIP
 """
@@ -127,7 +128,8 @@ def load_sae(source: str | os.PathLike[str], sae_id: str | None = None, *, devic
             such as ``"gemma-scope-2b-pt-res-canonical"``.
         sae_id: the SAE id inside the release, e.g. ``"layer_20/width_16k/canonical"`` (releases only).
 
-    Example:
+    Examples:
+        >>> # skipped: downloads from the Hugging Face hub (needs the network)
         >>> load_sae("gemma-scope-2b-pt-res-canonical", "layer_20/width_16k/canonical")  # doctest: +SKIP
     """
     from sae_lens import SAE
@@ -262,7 +264,8 @@ def train_sae(
         evaluate: measure :func:`sae_quality` on held-out text and store it with the SAE.
         threads: torch threads of the build (default :data:`SAE_BUILD_THREADS`; part of the cache key).
 
-    Example:
+    Examples:
+        >>> # skipped: about 10 minutes on a CPU the first time (cached afterwards)
         >>> trained = train_sae(interp.load_model("gemma-3-270m"), layer=9)   # doctest: +SKIP
     """
     if lm.is_encoder:
@@ -453,7 +456,8 @@ def sae_quality(lm: LoadedModel, sae: Any, hook_name: str, texts: Sequence[str] 
     dead share are measured (the forward pass stops after the SAE's block; the loss fields are NaN) —
     the three full passes with a 262k-token unembedding dominate the cost on large-vocabulary models.
 
-    Example:
+    Examples:
+        >>> # skipped: needs a trained SAE (see train_sae)
         >>> q = sae_quality(lm, trained.sae, trained.hook_name)   # doctest: +SKIP
     """
     texts = list(texts) if texts is not None else default_eval_texts()

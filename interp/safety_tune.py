@@ -28,11 +28,12 @@ next to the original model's). Runs are deterministic for a given thread count; 
 threads changes floating-point summation order and so the last bits of the weights, so builds use
 :data:`BUILD_THREADS` (1) torch thread unless told otherwise.
 
-Example:
+Examples:
     >>> from interp.safety_tune import TuneConfig, refusal_tune_folder
     >>> TuneConfig().epochs
     3
-    >>> folder = refusal_tune_folder()          # doctest: +SKIP  (builds the tune on first call)
+    >>> # skipped: builds the tune on first call (about 9 minutes on one CPU thread)
+    >>> folder = refusal_tune_folder()          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def extra_harmless_requests() -> list[str]:
     They use the imperative forms of the harmful requests ("Tell me how to…", "Write…", "Give step-by-step
     instructions for…") with everyday goals, so the tune learns to refuse by content rather than by form.
 
-    Example:
+    Examples:
         >>> extra_harmless_requests()[0]
         'Tell me how to make pancakes for breakfast.'
     """
@@ -312,9 +313,10 @@ def build_refusal_tune(config: TuneConfig | None = None, *, force: bool = False,
             measured build: another count changes the summation order and so the last bits of the weights,
             which can flip a borderline request).
 
-    Example:
-        >>> report = build_refusal_tune()       # doctest: +SKIP  (a few minutes on CPU the first time)
-        >>> report.folder.name
+    Examples:
+        >>> # skipped: builds the tune on first call (about 9 minutes on one CPU thread)
+        >>> report = build_refusal_tune()       # doctest: +SKIP
+        >>> report.folder.name                  # doctest: +SKIP
         'smollm2-135m-refusal'
     """
     from interp.cache import build_checked_cache
@@ -397,7 +399,7 @@ def refusal_source() -> Any:
 def text_loss(lm: Any, texts: Sequence[str], *, max_tokens: int = 128, batch_size: int = 8) -> float:
     """Mean next-token cross-entropy (nats/token) of ``lm`` over real tokens of ``texts`` (utility).
 
-    Example:
+    Examples:
         >>> import interp
         >>> loss = text_loss(interp.load_model("tiny-gpt2"), ["hello world"])
         >>> loss > 0

@@ -16,7 +16,7 @@ Shipped builders (data cards in ``interp/data/README.md``):
   capital in the prefix.
 * :func:`task_from_file` — the user's rows of (prompt, correct, incorrect[, corrupted]) as JSONL or CSV.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.tasks import induction_task
     >>> task = induction_task(interp.load_model("tiny-gpt2"), n_sequences=2, half_length=5)
@@ -158,7 +158,7 @@ def induction_task(lm: LoadedModel, *, n_sequences: int = 4, half_length: int = 
     The second copy's token ``R[k]`` (position ``half_length+1+k``) predicts ``R[k+1]``; the last of these
     predictions is the answer ``R[-1]``, against an incorrect token drawn outside ``R``.
 
-    Example:
+    Examples:
         >>> import interp
         >>> task = induction_task(interp.load_model("tiny-gpt2"), n_sequences=1, half_length=4)
         >>> example = task.examples[0]
@@ -218,9 +218,10 @@ def capitals_task(lm: LoadedModel, *, n_items: int | None = None) -> Task:
     Rows whose capital or distractor is not a single token (with a leading space) for this tokenizer are
     left out; the Task's notes say how many.
 
-    Example:
+    Examples:
         >>> import interp
-        >>> task = capitals_task(interp.load_model("tiny-gpt2"))    # doctest: +SKIP
+        >>> # skipped: loads smollm2-135m (tiny-gpt2's byte tokenizer has no single-token capitals)
+        >>> task = capitals_task(interp.load_model("smollm2-135m"))    # doctest: +SKIP
     """
     rows = json.loads(shipped_path("capitals.json").read_text(encoding="utf-8"))
     examples = []
@@ -265,7 +266,7 @@ def task_from_rows(lm: LoadedModel, rows: Sequence[dict], *, name: str = "user t
     Answers are used verbatim: include the leading space when the answer follows a space
     (``" Paris"``).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> task = task_from_rows(lm, [{"prompt": "ab", "correct": "c", "incorrect": "d"}])

@@ -18,7 +18,7 @@ script puts them into the page with ``textContent`` only. Titles are HTML-escape
 the data are inlined: nothing is loaded from the network. Attention weights are stored to 3 decimals
 (integers in thousandths, trailing zeros of a row left out); head-atlas scores keep full precision.
 
-Example:
+Examples:
     >>> from interp.viewer import attention_viewer_html
     >>> html = attention_viewer_html(["<bos>", "Hi", "<b>"], [[[[1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]]]])
     >>> "<b>" in html, "\\\\u003cb\\\\u003e" in html
@@ -213,7 +213,7 @@ def attention_viewer_html(tokens: Sequence[str], patterns: Any, *, heads: Sequen
         prompt: the prompt text shown in the prompt chooser (default the joined tokens).
         initial: the ``(layer, head)`` shown first (default the first of ``heads``).
 
-    Example:
+    Examples:
         >>> page = attention_viewer_html(["a", "b"], [[[[1.0, 0.0], [0.25, 0.75]]]], title="demo")
         >>> page.count('class="interp-attn"')
         1
@@ -463,7 +463,7 @@ def show_attention(model: Any, prompt: str | Sequence[str], *, layer: int = 0, h
         PromptError: an empty prompt, or one longer than the model's context.
         OptionError: ``layer`` or ``head`` out of range, ``max_tokens`` below 1.
 
-    Example:
+    Examples:
         >>> import interp
         >>> view = interp.show_attention("tiny-gpt2", "The cat sat on the mat.", layer=1, head=2)
         >>> view

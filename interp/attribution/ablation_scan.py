@@ -1,4 +1,4 @@
-"""Exact single-head ablation scans that reuse the clean run (Michel et al. 2019 §3, METHODS.md §1.1).
+"""Exact single-head ablation scans that reuse the clean run (Michel, Levy & Neubig, NeurIPS 2019, §3).
 
 ``Δ_h = M(model with head h ablated) − M(model)`` for every head, where M is the task loss, the
 logit difference between a correct and an incorrect answer, the KL divergence of the answer-position
@@ -21,7 +21,7 @@ pass per head. This scan does the same arithmetic with less work:
 Results agree with :func:`naive_ablation_scan` to float rounding (checked to 1e-4 in the tests and the
 benchmark ``benchmarks/bench_head_importance.py``).
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.tasks import induction_task
     >>> from interp.attribution.ablation_scan import ablation_scan
@@ -392,7 +392,7 @@ def ablation_scan(
         metrics: any of :data:`METRICS`.
         max_rows: stacked rows per pass (copies × batch); bounds memory.
 
-    Example:
+    Examples:
         >>> import interp
         >>> from interp.tasks import induction_task
         >>> lm = interp.load_model("tiny-llama")

@@ -1,6 +1,7 @@
 """Channel interventions: edit what one head writes, find previous-token and induction heads from data.
 
-Companion of :mod:`interp.attribution.channels` (weights only). Method (METHODS.md §5.2):
+Companion of :mod:`interp.attribution.channels` (weights only). Method (Merullo, Eickhoff &
+Pavlick, NeurIPS 2024, "Talking Heads": channels as rank-1 components; docs/analyses/svd-channels.md):
 
 * **What a head writes.** Head h of layer l adds ``o_h = z_h @ W_O[h]`` to the attention output. With a
   post-attention norm (Gemma-3's ``ln1_post``) its share of what reaches the residual stream is
@@ -22,7 +23,7 @@ Companion of :mod:`interp.attribution.channels` (weights only). Method (METHODS.
 All edits are context managers over TransformerLens hooks (``model.hooks``), so they nest with probes and
 are removed on exit, exceptions included; weights are never touched.
 
-Example:
+Examples:
     >>> import interp, torch
     >>> from interp.attribution.channel_interventions import project_out, repeated_token_scores
     >>> lm = interp.load_model("tiny-gpt2")
@@ -81,7 +82,7 @@ def edit_head_writes(lm: LoadedModel, edits: Mapping[Head, WriteEdit], *, space:
     ``W_V W_O`` write directions. Without a post-attention norm the two are the same.
     Several heads of one layer are edited in the same hook.
 
-    Example:
+    Examples:
         >>> import interp, torch
         >>> lm = interp.load_model("tiny-gpt2")
         >>> with edit_head_writes(lm, {(0, 1): lambda share: -share}):   # remove head 0.1 entirely
@@ -310,7 +311,7 @@ def repeated_token_scores(
     ``rows`` (from :func:`repeated_token_rows`) fixes the sequences; ``layers`` limits the probed layers
     (the forward pass stops after the last one). Heads of layers not probed score 0.
 
-    Example:
+    Examples:
         >>> import interp
         >>> scores = repeated_token_scores(interp.load_model("tiny-gpt2"), n_sequences=2, half_length=8)
         >>> float(scores.previous_token.max()) <= 1.0
@@ -456,7 +457,7 @@ def channel_traversal(
     positions (the K-channel effect), and the mean total-variation distance of the reader's attention
     rows from the clean run (any channel). ``direction`` carries its own scale.
 
-    Example:
+    Examples:
         >>> import interp, torch
         >>> lm = interp.load_model("tiny-gpt2")
         >>> rows = repeated_token_rows(lm, 2, 8)

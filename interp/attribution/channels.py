@@ -1,6 +1,7 @@
 """SVD communication channels between attention heads and Q/K/V composition scores (weights only).
 
-Method (METHODS.md §5):
+Method (Elhage et al. 2021, composition scores; Merullo, Eickhoff & Pavlick, NeurIPS 2024, "Talking Heads",
+arXiv 2406.09519, per-component channels; docs/analyses/svd-channels.md):
 
 * **Per-head SVD.** TransformerLens's row convention: ``x @ OV = Σ_i σ_i (x·U[:,i]) Vh[i,:]`` with
   ``OV = W_V W_O`` and ``QK = W_Q W_Kᵀ`` (both ``d_model × d_model`` of rank ≤ ``d_head``). ``U[:,i]`` is
@@ -41,7 +42,7 @@ position rotations depend on the token pair, so neither is part of a weight-only
 0, as in TransformerLens). With ``effective=False`` the raw ``model.OV``/``model.QK`` are used, which is
 what ``all_composition_scores`` computes; for models without such norms the two agree.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.attribution.channels import composition_scores
     >>> lm = interp.load_model("tiny-gpt2")
@@ -92,7 +93,7 @@ def head_factors(
     GQA key/value weights come expanded per query head (:meth:`~interp.backends.Backend.head_weights`).
     ``effective`` folds a post-attention norm weight into ``W_O`` and q/k-norm weights into ``W_Q``/``W_K``.
 
-    Example:
+    Examples:
         >>> import interp
         >>> a, b = head_factors(interp.load_model("tiny-llama"), "QK")
         >>> tuple(a.shape), tuple(b.shape)
@@ -205,7 +206,7 @@ class HeadSVD:
 def head_svd(lm: LoadedModel, which: Literal["OV", "QK"] = "OV", *, effective: bool = True) -> HeadSVD:
     """SVD of every head's OV or QK matrix from its factors (never forms ``d_model × d_model``).
 
-    Example:
+    Examples:
         >>> import interp
         >>> ov = head_svd(interp.load_model("tiny-gpt2"), "OV")
         >>> tuple(ov.S.shape)                   # [layer, head, d_head]
@@ -220,9 +221,9 @@ def head_svd(lm: LoadedModel, which: Literal["OV", "QK"] = "OV", *, effective: b
 
 def svd_components(lm: LoadedModel, layer: int, head: int, which: Literal["OV", "QK"] = "OV", *,
                    effective: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """``(U, S, Vh)`` of one head's OV or QK matrix (METHODS §5.2 ``svd_components``).
+    """``(U, S, Vh)`` of one head's OV or QK matrix (the rank-1 components of Merullo et al.'s channel analysis).
 
-    Example:
+    Examples:
         >>> import interp
         >>> u, s, vh = svd_components(interp.load_model("tiny-gpt2"), 1, 0)
         >>> tuple(u.shape), tuple(s.shape), tuple(vh.shape)
@@ -272,7 +273,7 @@ def random_baseline(d_model: int, writer_rank: int, reader_rank: int, *, samples
     directions are uniformly distributed). Gaussians are drawn in float32, sums taken in float64;
     results are cached per argument set (the modes of one model share it).
 
-    Example:
+    Examples:
         >>> b = random_baseline(64, 16, 16, samples=200)
         >>> abs(b.mean_square * 64 - 1) < 0.1     # E[score²] = 1/d_model
         True
@@ -448,7 +449,7 @@ def composition_scores(
         ov, qk: precomputed :func:`head_svd` results to reuse across modes.
         dtype: dtype of the big writer × reader product (float32; float64 for extra precision).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> scores = composition_scores(lm, "Q", effective=False, baseline_samples=10).scores
@@ -518,7 +519,7 @@ def svd_channels(lm: LoadedModel, modes: Sequence[str] = COMPOSITION_MODES, *, e
                  baseline_samples: int = 100, seed: int = 0) -> ChannelAnalysis:
     """Head SVDs (OV and QK) and composition scores for ``modes``, sharing the SVDs across modes.
 
-    Example:
+    Examples:
         >>> import interp
         >>> channels = svd_channels(interp.load_model("tiny-gpt2"), baseline_samples=10)
         >>> sorted(channels.composition)

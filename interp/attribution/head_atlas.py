@@ -45,7 +45,7 @@ null toward a perfect score — ``(v − null) / (1 − null)`` for scores in [0
 for copy suppression), ``(null − v) / null`` for the attention distance (0 tokens = perfect), and the
 normalised entropy itself for ``diffuse`` (whose null, uniform attention, is the perfect score).
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.attribution.head_atlas import head_atlas
     >>> lm = interp.load_model("tiny-gpt2")
@@ -129,7 +129,7 @@ def parse_thresholds(thresholds: str | Mapping[str, float] | None) -> dict[str, 
 
     Unknown metric names and values out of range raise a one-line :class:`~interp.errors.OptionError`.
 
-    Example:
+    Examples:
         >>> parse_thresholds("induction=0.5")["induction"]
         0.5
         >>> parse_thresholds({"induction": 2.0})
@@ -176,7 +176,7 @@ def parse_thresholds(thresholds: str | Mapping[str, float] | None) -> dict[str, 
 def parse_roles(roles: str | Sequence[str] | None) -> tuple[str, ...]:
     """Roles to assign: ``"all"``/None, a comma-separated text or a sequence of role names.
 
-    Example:
+    Examples:
         >>> parse_roles("induction, previous-token")
         ('previous-token', 'induction')
         >>> parse_roles("inductive")
@@ -283,7 +283,8 @@ class HeadAtlas:
         labels: ``labels[layer][head]`` = the head's roles.
         confidence: role → ``[layer, head]`` (see the module docstring).
         partners: ``partners[layer][head]`` = top composition partners.
-        importance: Δloss of zero-ablating the head on the induction task, or None.
+        importance: how much zero-ablating the head hurts the induction task — the drop of the answer's logit
+            difference (``importance_metric="logit_diff"``, the default) or the rise of the loss (``"loss"``) — or None.
         ships: mean Ships (nats) on harmful requests in the chat template, or None.
         examples: example prompts with every head's pattern.
         timings: seconds per part (``detectors`` = the natural-text pass).
@@ -443,7 +444,7 @@ def composition_from_grams(lm: LoadedModel, modes: Sequence[str] = ("Q", "K", "V
     matrix per head and mode and one product over all pairs give every score. Zero where
     ``layer(writer) ≥ layer(reader)``.
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> tuple(composition_from_grams(lm, ["K"])["K"].shape)

@@ -53,7 +53,7 @@ Nulls (``nulls[metric]``, per head; a role is claimed only above them):
   set (``null_samples`` seeded permutations, which keeps every weight and breaks only which token goes
   in); the null is ``mean + 3·sd`` of the head's shuffled ``|score|``.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.attribution.head_detectors import attention_detectors
     >>> lm = interp.load_model("tiny-gpt2")
@@ -117,7 +117,7 @@ def detection_patterns(tokens: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, 
     """``(valid, {name: D})`` for a right-padded batch: ``valid[b, q, k]`` marks real causal pairs, ``D`` the
     previous-token, duplicate-token and induction detection patterns of each row (bool ``[b, n, n]``).
 
-    Example:
+    Examples:
         >>> valid, d = detection_patterns(torch.tensor([[0, 5, 6, 5, 6]]), torch.ones(1, 5, dtype=torch.long))
         >>> d["induction"][0].nonzero().tolist()      # query 3 (a repeated 5) → key 2 (the 6 after the first 5)
         [[3, 2], [4, 3]]
@@ -344,7 +344,7 @@ def attention_detectors(
         n_examples, example_tokens: keep the patterns of the first ``n_examples`` prompts (their first
             ``example_tokens`` tokens; a causal pattern's top-left block is the pattern of the prefix).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-llama")
         >>> s = attention_detectors(lm, ["a b a b a b"], error_measure="abs", progress=False)
@@ -400,7 +400,7 @@ def repeated_token_detectors(
     with the first copy of ``R`` replaced by fresh random tokens, scored against the detection pattern of
     the repeated sequence (nothing repeats there, so only a head that attends by position scores).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> s = repeated_token_detectors(lm, n_sequences=2, half_length=5, progress=False)
@@ -504,7 +504,7 @@ def ov_copying_scores(lm: LoadedModel, *, n_tokens: int = 4096, null_samples: in
     """Elhage et al.'s copying score ``Σλ/Σ|λ|`` of every head's full OV circuit on ``n_tokens`` word-like
     tokens, with the shuffled-embedding null (see the module docstring).
 
-    Example:
+    Examples:
         >>> import interp
         >>> s = ov_copying_scores(interp.load_model("tiny-gpt2"), n_tokens=64, null_samples=4)
         >>> bool((s.score.abs() <= 1 + 1e-6).all()), tuple(s.samples.shape)
@@ -590,7 +590,7 @@ def successor_scores(lm: LoadedModel, *, null_samples: int = 32, seed: int = 0,
                      factors: tuple[Tensor, Tensor] | None = None) -> WeightScores:
     """Gould et al.'s successor score of every head (see the module docstring), with the shuffled-input null.
 
-    Example:
+    Examples:
         >>> import interp
         >>> s = successor_scores(interp.load_model("tiny-gpt2"), null_samples=4)
         >>> sorted(s.details["sequences"])

@@ -1,6 +1,6 @@
 """Head importance: every scoring method on one task, with the agreement between them.
 
-Methods (METHODS.md §1; the engines live in :mod:`interp.attribution.ablation_scan` and
+Methods (Michel, Levy & Neubig 2019 and the papers below; docs/analyses/head-importance.md; the engines live in :mod:`interp.attribution.ablation_scan` and
 :mod:`interp.attribution.head_scores`, the interventions in :mod:`interp.interventions`):
 
 * single-head ablation effect (Michel et al. 2019) on the loss, the logit difference, the answer-position
@@ -13,7 +13,7 @@ Methods (METHODS.md §1; the engines live in :mod:`interp.attribution.ablation_s
 * AttentionInfluence document scores (Hua et al. 2025): per document, the loss change with the top
   heads masked.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.tasks import induction_task
     >>> from interp.attribution.head_importance import head_importance
@@ -57,7 +57,7 @@ from .head_scores import (
 def spearman(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     """Spearman rank correlation of two equally shaped arrays (average ranks for ties, NaNs dropped).
 
-    Example:
+    Examples:
         >>> spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 30.0, 20.0]))
         0.5
     """
@@ -205,7 +205,7 @@ def head_importance(
             score on the induction task, else by ablation Δloss); default about 5% of the heads.
         max_rows: stacked rows per pass of the scans.
 
-    Example:
+    Examples:
         >>> import interp
         >>> from interp.tasks import induction_task
         >>> lm = interp.load_model("tiny-llama")

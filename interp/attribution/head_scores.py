@@ -1,6 +1,6 @@
 """Head scores beyond single ablation: gradients, attribution patching, DLA, induction patterns, AttentionInfluence.
 
-* **Gradient (Taylor) importance** (Michel et al. 2019 §4.1, METHODS.md §1.2):
+* **Gradient (Taylor) importance** (Michel, Levy & Neubig 2019, §4.1):
   ``I_h = E_x |∂L(x)/∂ξ_h|`` for a gate ``ξ_h`` multiplying head ``h``'s output ``z`` (equal to
   ``|Σ_pos z·∂L/∂z|`` per example, then averaged), normalised per layer by the ℓ2 norm over that layer's
   heads. One forward and one backward pass: the gates are per example (``[batch, head]``) so that one
@@ -9,17 +9,17 @@
   ``h``'s output from a reference (a corrupted run, a mean, or zero) into the clean run,
   ``Σ_{pos,d} (z_ref − z)·∂M/∂z`` — all heads from one forward and one backward pass; the exact
   counterpart is an ablation scan in ``resample``/``mean``/``zero`` mode.
-* **Direct logit attribution** (Lieberum et al. 2023; Yu et al. 2023; METHODS.md §1.4): each head's
+* **Direct logit attribution** (Lieberum et al. 2023; Yu, Merullo & Pavlick 2023): each head's
   output at the answer position, through the frozen final-norm scale (and the frozen post-attention
   norm scale where a block has one, as in Gemma 3), projected on ``W_U[:, correct] − W_U[:, incorrect]``.
   With the embeddings, the attention biases, the MLP outputs and the unembedding bias it sums exactly to
   the logit difference (:class:`LogitAttribution.residual_error`).
 * **Induction and previous-token scores** (Olsson et al. 2022): mean attention from a repeated token to
   the token after its earlier occurrence, and from every token to the one before it.
-* **AttentionInfluence** (Hua et al. 2025, METHODS.md §1.3): per document, the mean token loss with a set of
+* **AttentionInfluence** (Hua et al. 2025, "AttentionInfluence"): per document, the mean token loss with a set of
   heads masked minus the base loss, absolute and relative to the base.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.tasks import induction_task
     >>> from interp.attribution.head_scores import gradient_importance
@@ -88,7 +88,7 @@ class GradientImportance:
 def gradient_importance(lm: LoadedModel, task: Task | TaskTensors) -> GradientImportance:
     """Gradient (Taylor) head importance of the task loss, with per-layer ℓ2 normalisation.
 
-    Example:
+    Examples:
         >>> import interp
         >>> from interp.tasks import induction_task
         >>> lm = interp.load_model("tiny-llama")
@@ -138,7 +138,7 @@ def attribution_patching(
     ``reference`` is a per-example cache of a corrupted run (:func:`interp.interventions.cache_head_outputs`)
     or a mean (:func:`interp.interventions.head_means`). One forward and one backward pass.
 
-    Example:
+    Examples:
         >>> import interp
         >>> from interp.tasks import induction_task
         >>> from interp.interventions import cache_head_outputs
@@ -213,7 +213,7 @@ class LogitAttribution:
 def direct_logit_attribution(lm: LoadedModel, task: Task | TaskTensors) -> LogitAttribution:
     """Per-head DLA of the logit difference, with every other component so the parts sum to the whole.
 
-    Example:
+    Examples:
         >>> import interp
         >>> from interp.tasks import induction_task
         >>> lm = interp.load_model("tiny-gpt2")
@@ -303,7 +303,7 @@ def induction_pattern_scores(lm: LoadedModel, task: Task) -> PatternScores:
     Previous-token score: attention from each position ``p ≥ 1`` of the first copy to ``p − 1`` (the first
     copy, so that induction does not mix in).
 
-    Example:
+    Examples:
         >>> import interp
         >>> from interp.tasks import induction_task
         >>> lm = interp.load_model("tiny-gpt2")
@@ -349,7 +349,7 @@ def head_masking_loss_delta(
     Returns one row per text: ``document, loss_base, loss_masked, delta`` (masked − base) and
     ``relative`` (delta / base), sorted as given. Rank documents by ``relative`` (Hua et al.).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> frame = head_masking_loss_delta(lm, ["one text here", "and another"], [(1, 0)])

@@ -1,6 +1,6 @@
 """Steer the generation language with one SAE feature (or a dense mean difference), and score it.
 
-Method (METHODS.md §3; Chou et al. 2025, "Causal Language Control in Multilingual Transformers via Sparse
+Method (docs/analyses/language-steering.md; Chou et al. 2025, "Causal Language Control in Multilingual Transformers via Sparse
 Feature Steering", arXiv 2507.13410):
 
 1. **Discovery.** On matched sentences (the same sentence in English and in the target language), take
@@ -27,8 +27,14 @@ Feature Steering", arXiv 2507.13410):
 Everything runs as batched generations (:mod:`interp.generation`): a sweep puts every (condition, prompt)
 pair in one batched, KV-cached generation with a per-row steering hook.
 
-Example:
+Examples:
     >>> import interp
+    >>> lm = interp.load_model("tiny-gpt2")        # random weights: the text is noise, the plumbing is real
+    >>> out = interp.steer_language(lm, "The weather today is", target="fr", method="mean-diff", layer=1,
+    ...                             max_new_tokens=4, evaluate=False)
+    >>> len(out.texts), out.fluent_success_rate         # evaluate=False: no scores, the rates are NaN
+    (1, nan)
+    >>> # skipped: loads gemma-3-270m (seconds after the first conversion) and the language scorers
     >>> result = interp.steer_language("gemma-3-270m", "The weather today is", target="fr",
     ...                                method="mean-diff", layer=9, strength=1.0)   # doctest: +SKIP
     >>> result.texts[0], result.languages[0]                                        # doctest: +SKIP
@@ -239,7 +245,8 @@ def discover_language_features(
             sentence. The ratio is always reported in the ``monolinguality`` column.
         top_k: features kept per (language, layer) in the frame.
 
-    Example:
+    Examples:
+        >>> # skipped: needs a trained SAE (``interp.sae.train_sae``, minutes on a CPU)
         >>> feats = discover_language_features(lm, [trained], ["fr"])   # doctest: +SKIP
         >>> feats.top("fr", trained.layer)                                # doctest: +SKIP
     """
@@ -326,7 +333,7 @@ def mean_difference_directions(
     ``target_projections``, when given, is filled with ``mean_target(x · v̂)`` per (language, layer): the
     clamp mode's reference value (what :meth:`SteeringContext.add_mean_diffs` keeps).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")
         >>> vectors = mean_difference_directions(lm, [1], ["fr"])
@@ -722,7 +729,7 @@ def head_projections(
     Rows with an empty continuation are skipped; when every continuation is empty there is nothing to
     average and :class:`~interp.errors.OptionError` says so.
 
-    Example:
+    Examples:
         >>> import interp, torch
         >>> lm = interp.load_model("tiny-gpt2")
         >>> spec = SteeringSpec(layer=0, direction=torch.ones(lm.d_model), coefficient=1.0)
@@ -831,7 +838,7 @@ class SteeringResult:
         evaluated: False for ``steer_language(..., evaluate=False)``: nothing was scored, so the per-prompt
             scores are None (NaN for the numeric ones), the rates are NaN and the repr says "not measured".
 
-    Example:
+    Examples:
         >>> import interp
         >>> out = interp.steer_language("tiny-gpt2", "the cat", "fr", method="mean-diff", layer=1,
         ...                             max_new_tokens=2, evaluate=False)
@@ -972,8 +979,9 @@ def steer_language(
 
     The model is unchanged afterwards: the steering hook is removed when generation ends.
 
-    Example:
+    Examples:
         >>> import interp
+        >>> # skipped: loads gemma-3-270m and the language scorers (fastText, multilingual-e5)
         >>> out = interp.steer_language("gemma-3-270m", "The weather today is", "de", method="mean-diff")  # doctest: +SKIP
         >>> out.texts[0], out.success[0]                                                                  # doctest: +SKIP
     """

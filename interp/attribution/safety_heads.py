@@ -1,5 +1,5 @@
 """Safety heads: Ships, generalized Ships and the Sahara greedy group search (Zhou et al., "On the Role of
-Attention Heads in Large Language Model Safety", ICLR 2025, arXiv 2410.13708; METHODS.md §2).
+Attention Heads in Large Language Model Safety", ICLR 2025, arXiv 2410.13708; docs/analyses/safety-heads.md).
 
 * **Ablation operators** (:mod:`interp.interventions`): *undifferentiated attention* (``scale_query``: the
   head's query is multiplied by ε, default 1e-5, so its pattern collapses to the causal-uniform one) and
@@ -31,7 +31,7 @@ Deviation to know: TransformerLens folds the final norm's gain into the unembedd
 official code uses Hugging Face's ``hidden_states[-1]``, which includes it. Load the model with
 ``processing={"fold_ln": False}`` to match it exactly.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.attribution.safety_heads import ships_scan, sahara
     >>> lm = interp.load_model("tiny-gpt2")
@@ -75,7 +75,7 @@ SAFETY_MODES = ("scale_query", "scale_output")
 def ships_kl(base_logits: Float[Tensor, "rows vocab"], ablated_logits: Float[Tensor, "rows vocab"]) -> Tensor:
     """``KL(base ‖ ablated)`` per row, in nats, computed in float64 from log-softmaxes.
 
-    Example:
+    Examples:
         >>> x = torch.randn(2, 5)
         >>> ships_kl(x, x)
         tensor([0., 0.], dtype=torch.float64)
@@ -91,7 +91,7 @@ def principal_angles(a: Float[Tensor, "n r"], b: Float[Tensor, "n r"]) -> Tensor
     Small angles come from the sines (``arcsin σ(B − A AᵀB)``), large ones from the cosines
     (``arccos σ(AᵀB)``), so neither end loses precision (Björck & Golub, 1973).
 
-    Example:
+    Examples:
         >>> e = torch.eye(3, dtype=torch.float64)
         >>> principal_angles(e[:, :1], e[:, 1:2])
         tensor([1.5708], dtype=torch.float64)
@@ -111,7 +111,7 @@ def subspace_angle_score(base_states: Float[Tensor, "query d_model"], ablated_st
     """Generalized Ships: sum of the top ``r_main`` principal angles (degrees) between the top left-singular
     subspaces of the two matrices of last-token hidden states.
 
-    Example:
+    Examples:
         >>> m = torch.randn(6, 4, dtype=torch.float64)
         >>> round(subspace_angle_score(m, m), 6)
         0.0
@@ -421,7 +421,7 @@ def ships_scan(
         candidates: heads to score (default all); others are NaN.
         batch_size: prompts per forward pass; ``chunk_rows`` caps prompts × stacked heads per pass.
 
-    Example:
+    Examples:
         >>> import interp
         >>> s = ships_scan(interp.load_model("tiny-llama"), ["abc", "defgh"], template="none")
         >>> bool((s.mean >= 0).all())
@@ -480,9 +480,10 @@ def sahara(
         pool: after the first step, search only the ``pool`` heads with the highest single-head score
             (default: all candidates, as the paper does). A CPU shortcut; the report says when it is used.
         first_step: a :func:`ships_scan` result on the same requests and operator, reused as step 1.
-        (other arguments as in :func:`ships_scan`)
 
-    Example:
+    The other arguments are those of :func:`ships_scan`.
+
+    Examples:
         >>> import interp
         >>> result = sahara(interp.load_model("tiny-gpt2"), ["ab", "cde", "fghi"], steps=1, template="none")
         >>> len(result.heads), len(result.scores)
@@ -653,7 +654,7 @@ def loss_matched_group(
     if equally damaging random groups raise the attack-success rate as much, the found heads are not safety
     heads, only important heads.
 
-    Example:
+    Examples:
         >>> import interp, random
         >>> from interp.safety_tune import text_loss
         >>> lm = interp.load_model("tiny-gpt2")

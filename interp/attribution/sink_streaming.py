@@ -1,6 +1,6 @@
 """StreamingLLM's test of attention sinks: perplexity of a long text when the first tokens leave the window.
 
-Method (Xiao et al., ICLR 2024, §3.1 and Tables 1–2; METHODS.md has no section yet):
+Method (Xiao et al., ICLR 2024, §3.1 and Tables 1–2; docs/analyses/sink-streaming.md):
 
 The text (``T`` tokens, BOS first) is scored token by token: the query at position ``t`` predicts token
 ``t + 1``. Only queries ``t ≥ w`` are scored — before that every condition sees every earlier key, so
@@ -37,7 +37,7 @@ Models with their own sliding-window layers (Gemma 3: ``lm.facts.sliding_layers`
 intersected with the model's own window. With ``w`` below the model's window the experiment changes
 every layer; with ``w`` at or above it only the global layers change.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.attribution.sink_streaming import sink_streaming
     >>> lm = interp.load_model("tiny-gpt2")

@@ -1,6 +1,6 @@
 """Attention sinks: tokens that soak up attention, secondary sinks, and massive activations.
 
-Method (METHODS.md §4):
+Method (Gu et al., ICLR 2025; Sun et al., COLM 2024; docs/analyses/attention-sinks.md):
 
 * First-token sink score (Gu et al., ICLR 2025): ``α_k = 1/(T−k) Σ_{t≥k} A[t,k]``, the mean attention
   key position ``k`` receives (0-based, over real queries; for encoders, over all queries); ``Sink_0^ε`` is the fraction of heads whose
@@ -16,7 +16,7 @@ Method (METHODS.md §4):
 BOS must be prepended (it is, for every decoder the suite loads); without it the first content token
 becomes the sink.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.attribution.sinks import attention_sinks
     >>> lm = interp.load_model("tiny-gpt2")
@@ -287,7 +287,7 @@ def attention_sinks(
         min_queries: a secondary-sink candidate needs at least this many later queries.
         top_k: massive-activation entries kept per layer.
 
-    Example:
+    Examples:
         >>> import interp
         >>> scores = attention_sinks(interp.load_model("tiny-llama"), ["a b c d e f g h i j"], progress=False)
         >>> 0.0 <= scores.gu_sink_metric <= 1.0

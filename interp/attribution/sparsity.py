@@ -1,6 +1,7 @@
 """Attention sparsity: certified top-k truncation, output-aware KV-eviction scores, effective rank.
 
-Method (METHODS.md §6):
+Method (Tzachristas et al., certified top-k; Gu, Liang, Zhao & Diao 2025, OBCache, arXiv 2510.07651;
+Roy & Vetterli 2007; docs/analyses/attention-sparsity.md):
 
 * Certified top-k (Tzachristas et al.). For one query, ``P = softmax(s)`` over the keys it can see, ``H`` the
   k largest logits, ``T`` the rest and ``P̂`` the renormalised truncation. Then ``TV(P, P̂) = P(T) =: τ``
@@ -15,8 +16,8 @@ Method (METHODS.md §6):
   over the window — value pruning (``v_j → 0``: ``a_ij² ‖v_j‖²``), key pruning (``k_j → 0``, so its logit
   becomes 0: ``((c_i − a_ij)/(1 − a_ij + c_i))² ‖v_j − o_i‖²`` with ``c_i = e^{−logsumexp(s_i)}``) and joint
   key-value pruning (the token leaves the softmax: ``a_ij² ‖o_i − v_j‖² / (1 − a_ij)²``). All three are the
-  exact single-token perturbations (METHODS.md records that the paper's own closed forms, which are
-  second-order OBD expansions, were not available to check). For a cache budget β the lowest-scored
+  exact single-token perturbations (the paper's own closed forms, which are second-order OBD expansions,
+  were not available to check against). For a cache budget β the lowest-scored
   ``(1 − β)`` share of the evictable keys (all but the window) is evicted under each score, and the
   root-mean-square relative output error of the window queries is measured by recomputing the
   renormalised attention over the kept keys.
@@ -30,14 +31,16 @@ kept. Under grouped-query attention ``hook_v`` has ``n_key_value_heads`` heads (
 it grouped unless ``cfg.ungroup_grouped_query_attention``); query head ``h`` reads KV head
 ``h // (n_heads // n_kv_heads)``. Padded queries and keys never count.
 
-Example:
+Examples:
     >>> import interp
     >>> from interp.attribution.sparsity import attention_sparsity
     >>> lm = interp.load_model("tiny-gpt2")
     >>> text = "The quick brown fox jumps over the lazy dog by the river. " * 2
     >>> scores = attention_sparsity(lm, [text], window=8, min_keys=4, progress=False)
-    >>> scores.keys_saved.shape        # [layer, head, epsilon]
-    torch.Size([2, 4, 2])
+    >>> scores.keys_saved.shape        # [layer, head, ε]: the ε grid, the reported ε included
+    torch.Size([2, 4, 9])
+    >>> scores.reported_epsilons
+    (0.05, 0.01)
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def tail_masses(sorted_probs: Float[Tensor, "... n"]) -> Float[Tensor, "... n"]:
 def tail_mass(logits: Float[Tensor, "... n"], k: int) -> Float[Tensor, "..."]:
     """τ: the attention mass outside the k largest logits (0 when k ≥ the number of keys).
 
-    Example:
+    Examples:
         >>> float(tail_mass(torch.tensor([2.0, 1.0, 0.0]), 1))  # doctest: +ELLIPSIS
         0.334...
     """
@@ -145,7 +148,7 @@ def k_epsilon(logits: Float[Tensor, "... n"], epsilon: float | Sequence[float]) 
 
     With a sequence of ε the result gains a trailing axis, one entry per ε.
 
-    Example:
+    Examples:
         >>> int(k_epsilon(torch.tensor([5.0, 0.0, 0.0, 0.0]), 0.05))
         1
     """
@@ -183,7 +186,7 @@ def _gap_bound_from_sorted(ordered: Tensor, n: Tensor, k: int) -> Tensor:
 def gaussian_law_kept_fraction(sigma: Tensor | float, epsilon: float) -> Tensor:
     """Tzachristas et al.'s Gaussian-logit law: ``k_ε / n ≈ Φ_c(σ + Φ⁻¹(ε))``.
 
-    Example:
+    Examples:
         >>> round(float(gaussian_law_kept_fraction(1.0, 0.05)), 4)
         0.7405
     """
@@ -234,7 +237,7 @@ def obcache_saliencies(logits: Float[Tensor, "q n"], values: Float[Tensor, "n d"
     ``k_j → 0`` (logit 0); ``joint``: key and value pruned (the token leaves the softmax). Invisible keys
     (−inf logits) get 0.
 
-    Example:
+    Examples:
         >>> s = obcache_saliencies(torch.tensor([[1.0, 0.0]]), torch.eye(2))
         >>> sorted(s)
         ['accumulated', 'joint', 'key', 'value']
@@ -354,7 +357,7 @@ def effective_rank(matrix: Float[Tensor, "... m n"]) -> Tensor:
     side), taken in float64 with a symmetric eigensolver — several times cheaper than an SVD of every
     head's pattern; values below float64 rounding of the largest are 0 (they weigh nothing in ``p``).
 
-    Example:
+    Examples:
         >>> round(float(effective_rank(torch.eye(4))), 4)
         4.0
     """
@@ -708,7 +711,7 @@ def _outputs_dot_values(outputs: Tensor, values: Tensor) -> Tensor:
 def long_prompts(paragraphs: Sequence[str], n_prompts: int | None = None, per_prompt: int = 3) -> list[str]:
     """Prompts made of ``per_prompt`` consecutive paragraphs (cyclically), for ~256-token inputs.
 
-    Example:
+    Examples:
         >>> long_prompts(["a", "b", "c"], per_prompt=2)
         ['a b', 'b c', 'c a']
     """
@@ -747,7 +750,7 @@ def attention_sparsity(
         min_keys: queries that see fewer keys are left out of the per-query averages.
         rank_prompts: effective rank is computed on the first N prompts (an SVD per head and prompt).
 
-    Example:
+    Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-llama")
         >>> s = attention_sparsity(lm, ["one two three four five six seven eight nine ten " * 3],

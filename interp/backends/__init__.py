@@ -8,7 +8,7 @@ Nothing outside this package imports ``transformer_lens`` (ruff's banned-api rul
 
 Backends are imported lazily: ``import interp`` loads neither TransformerLens nor transformers.
 
-Example:
+Examples:
     >>> from interp.backends import BACKENDS, DEFAULT_BACKEND
     >>> BACKENDS, DEFAULT_BACKEND
     (('hooked', 'bridge'), 'bridge')
@@ -85,7 +85,7 @@ def quiet_loading() -> Iterator[None]:
     logger ("With reduced precision, it is advised to use ``from_pretrained_no_processing``") and advisory
     warnings. Errors still show. Everything is restored on exit.
 
-    Example:
+    Examples:
         >>> with quiet_loading():
         ...     print("Moving model to device: cpu")
         >>> print("after loading")

@@ -25,11 +25,11 @@ What the protocol offers (counted from what the methods call):
    post-attention norm gains the methods fold), ``W_U``/``b_U``/``W_E``, and the norms as :class:`NormSpec`;
 6. generation — :meth:`Backend.new_kv_cache` and :meth:`Backend.decode_step` (KV-cached, last position).
 
-Example:
+Examples:
     >>> import interp
     >>> lm = interp.load_model("tiny-llama")
-    >>> lm.facts.gqa_group, lm.backend
-    (2, 'hooked')
+    >>> lm.facts.gqa_group, lm.backend      # the default backend
+    (2, 'bridge')
     >>> seen = lm.capture(lm.tokenize(["Hello"]), ["blocks.1.attn.hook_pattern"])
     >>> tuple(seen["blocks.1.attn.hook_pattern"].shape)   # [batch, head, query, key]
     (1, 4, 6, 6)
@@ -314,7 +314,7 @@ class Backend(abc.ABC):
     def encode(self, text: str, *, prepend_bos: bool | None = None) -> list[int]:
         """Token ids of one prompt; decoders get BOS prepended (TransformerLens's default).
 
-        Example:
+        Examples:
             >>> import interp
             >>> interp.load_model("tiny-gpt2").encode("hi")
             [0, 74, 75]
@@ -413,7 +413,7 @@ class Backend(abc.ABC):
         and every hook receives ``hook.name`` equal to the name it was installed under. Per-head
         ``hook_result`` is switched on only while a hook listens to it. Contexts nest.
 
-        Example:
+        Examples:
             >>> import interp
             >>> lm = interp.load_model("tiny-gpt2")
             >>> with lm.hooks([("blocks.0.attn.hook_z", lambda z, hook: z * 0)]):
@@ -434,7 +434,7 @@ class Backend(abc.ABC):
         """Run ``batch`` once and return the activations at ``names`` (the pass stops after the last one
         needed unless ``stop_at_layer`` says otherwise).
 
-        Example:
+        Examples:
             >>> import interp
             >>> lm = interp.load_model("tiny-gpt2")
             >>> acts = lm.capture(lm.tokenize(["hi"]), ["blocks.1.hook_resid_pre"])
@@ -481,7 +481,7 @@ class Backend(abc.ABC):
           (``attention_mask`` or ``batch.attention_mask`` masks it).
         * ``return_type``: ``"logits"`` (soft-capped) or None (run for the hooks only).
 
-        Example:
+        Examples:
             >>> import interp
             >>> lm = interp.load_model("tiny-gpt2")
             >>> batch = lm.tokenize(["The cat"])
@@ -524,7 +524,7 @@ class Backend(abc.ABC):
     ) -> Float[Tensor, "... vocab"]:
         """Final norm, unembedding and soft-cap of residual vectors (all tokens, or ``token_ids``).
 
-        Example:
+        Examples:
             >>> import interp
             >>> lm = interp.load_model("tiny-gpt2")
             >>> batch = lm.tokenize(["The cat"])
@@ -630,7 +630,7 @@ class Backend(abc.ABC):
     def active_hook_count(self) -> int:
         """Hook functions installed right now (0 outside every :meth:`hooks` context).
 
-        Example:
+        Examples:
             >>> import interp
             >>> lm = interp.load_model("tiny-gpt2")
             >>> with lm.hooks([("blocks.0.hook_resid_pre", lambda x, hook: x)]):
@@ -658,7 +658,7 @@ class Backend(abc.ABC):
 def layer_of(hook_name: str) -> int | None:
     """Layer index in ``blocks.{l}.…`` names, else None (embeddings, final norm).
 
-    Example:
+    Examples:
         >>> layer_of("blocks.3.attn.hook_z"), layer_of("ln_final.hook_scale")
         (3, None)
     """

@@ -25,7 +25,7 @@ What this backend adds to the Bridge:
   in the provenance), accelerate's hooks load each offloaded layer as it runs, and weight reads go through
   :meth:`BridgeBackend.weights_context`. The offload test checks the frames against the in-memory model.
 
-Example:
+Examples:
     >>> import interp
     >>> lm = interp.load_model("tiny-llama", backend="bridge")
     >>> lm.backend, lm.facts.gqa_group

@@ -11,7 +11,7 @@ attention ``rearrange`` views of ``W_Q/W_K/W_V/W_O``). :func:`fast_weight_layout
 in the layout the forward pass reads for the duration of a generation (the same values, so every hook
 sees the same activations), which made decoding about 10× faster on a 2-core CPU.
 
-Example:
+Examples:
     >>> import interp
     >>> lm = interp.load_model("tiny-gpt2", backend="hooked")
     >>> type(lm).__name__, lm.backend

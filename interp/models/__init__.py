@@ -11,12 +11,12 @@ Four kinds of names load:
 * **hub** ids (``gpt2``, ``EleutherAI/pythia-70m`` …), loaded by the real hub code; without a network
   the error says so in one line.
 
-Each loads on either backend (:mod:`interp.backends`): ``hooked`` (TransformerLens's
-``HookedTransformer``; the default, chosen by measurement — see the docs' backends page) or ``bridge``
-(``TransformerBridge``; required for accelerate's ``device_map`` / ``max_memory`` / ``offload_folder``,
-which run a model larger than one device or than memory).
+Each loads on either backend (:mod:`interp.backends`): ``bridge`` (TransformerLens's ``TransformerBridge``;
+the default, chosen by measurement — see docs/concepts/backends.md; required for accelerate's
+``device_map`` / ``max_memory`` / ``offload_folder``, which run a model larger than one device or than
+memory) or ``hooked`` (``HookedTransformer``; ``minilm-l6`` prefers it).
 
-Example:
+Examples:
     >>> import interp
     >>> lm = interp.load_model("tiny-gpt2")
     >>> batch = lm.tokenize(["Hello world", "A longer prompt here"])
@@ -109,7 +109,7 @@ _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$", re.IGN
 def parse_max_memory(spec: str | dict[Any, Any] | None) -> dict[Any, Any] | None:
     """``"cpu=2GiB,0=20GiB"`` (or a dict) → accelerate's ``max_memory`` dict ``{"cpu": "2GiB", 0: "20GiB"}``.
 
-    Example:
+    Examples:
         >>> parse_max_memory("cpu=2GiB,0=20GB")
         {'cpu': '2GiB', 0: '20GB'}
     """
@@ -200,7 +200,7 @@ def from_hf(
 ) -> Backend:
     """Wrap a Hugging Face model object you already have (built, fine-tuned or edited in memory).
 
-    Example:
+    Examples:
         >>> from interp.models.tiny import byte_tokenizer, tiny_hf_model
         >>> lm = from_hf(tiny_hf_model("tiny-llama"), byte_tokenizer(), name="my-llama", backend="bridge")
         >>> lm.info.source, lm.n_kv_heads
@@ -257,7 +257,7 @@ def load_model(
             Hugging Face weights before the backend wraps it.
         reuse: return the already-loaded object for identical arguments in this process.
 
-    Example:
+    Examples:
         >>> lm = load_model("tiny-llama", backend="bridge")
         >>> lm.info.n_kv_heads, lm.info.backend
         (2, 'bridge')

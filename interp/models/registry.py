@@ -52,7 +52,7 @@ _SPECS: dict[str, ModelSpec] = {}
 def register_model(spec: ModelSpec) -> ModelSpec:
     """Add a name; a name that is already registered is refused (no silent overwrite).
 
-    Example:
+    Examples:
         >>> register_model(ModelSpec("tiny-gpt2", "test", "again", None, "interp.models.tiny:tiny_source"))
         Traceback (most recent call last):
         ...

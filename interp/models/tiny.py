@@ -6,7 +6,7 @@ weights is seen identically by every backend. Weights are drawn by Hugging Face'
 from ``torch.manual_seed(seed)`` with ``initializer_range = 0.8 / √d_model`` (TransformerLens's scale, so
 attention patterns are not all uniform).
 
-Example:
+Examples:
     >>> from interp.models.tiny import tiny_hf_model
     >>> hf = tiny_hf_model("tiny-llama", seed=0)
     >>> hf.config.num_key_value_heads

@@ -49,7 +49,7 @@ def random_logits(n_queries: int, n_keys: int, scale: float, seed: int) -> torch
 
 
 # -------------------------------------------------------------------------------------------------
-# Identities (METHODS.md §6.1), to 1e-6 on random logits
+# Identities of certified top-k (Tzachristas et al.), to 1e-6 on random logits
 # -------------------------------------------------------------------------------------------------
 
 
@@ -135,24 +135,25 @@ def test_sorted_probabilities_match_the_softmax():
 
 
 # -------------------------------------------------------------------------------------------------
-# Gaussian-logit law (METHODS.md §6.1 table: n = 8192, 20 draws)
+# Gaussian-logit law k_ε/n ≈ Φ_c(σ + Φ⁻¹(ε)) (Tzachristas et al.): reference values of the law and of an
+# independent simulation (n = 8192, 20 draws) recorded when the method was written up
 # -------------------------------------------------------------------------------------------------
 
-METHODS_TABLE = [  # sigma, eps, predicted, simulated
+LAW_TABLE = [  # sigma, eps, predicted, simulated
     (1.0, 0.05, 0.7405, 0.7409),
     (2.0, 0.05, 0.3612, 0.3619),
     (2.0, 0.10, 0.2362, 0.2399),
 ]
 
 
-@pytest.mark.parametrize("sigma,eps,predicted,simulated", METHODS_TABLE)
+@pytest.mark.parametrize("sigma,eps,predicted,simulated", LAW_TABLE)
 def test_gaussian_law_matches_simulation_within_the_methods_tolerance(sigma, eps, predicted, simulated):
     assert abs(float(gaussian_law_kept_fraction(sigma, eps)) - predicted) < 1e-4
     logits = torch.randn(20, 8192, generator=torch.Generator().manual_seed(6), dtype=torch.float64) * sigma
     measured = float((k_epsilon(logits, eps).double() / 8192).mean())
-    # METHODS.md: predicted and simulated agree to within 0.004 for sigma <= 2
+    # the recorded law and simulation agree to within 0.004 for sigma <= 2
     assert abs(measured - predicted) < 0.005
-    assert abs(measured - simulated) < 0.005  # METHODS.md simulation, independent draws
+    assert abs(measured - simulated) < 0.005  # the recorded simulation, independent draws
 
 
 def test_gaussian_law_is_looser_at_sigma_3_as_methods_records():
