@@ -1,6 +1,6 @@
 """SVD channels on the bundled real models: TransformerLens agreement, previous-token → induction channels.
 
-The numbers these tests assert were measured first (see the README section); the tests pin what holds:
+The numbers these tests assert were measured first (see docs/analyses/svd-channels.md); the tests pin what holds:
 SmolLM2's previous-token → induction K-composition is far above the random baseline and its top
 components carry the channel; Gemma-3's previous-token heads rank first among earlier writers into its
 induction heads, but their (norm-gain-folded) K-composition is *below* the Gaussian floor.

@@ -1,6 +1,6 @@
 """The head atlas on the bundled real models, at reduced size (16 prompts of 48 tokens, fewer shuffles).
 
-* The previous-token and induction heads that the head-importance and svd-channels analyses found (README:
+* The previous-token and induction heads that the head-importance and svd-channels analyses found (docs/analyses/:
   gemma-3-270m previous-token 4.1 and 10.1, induction 5.1 and 11.2; smollm2-135m previous-token 16.0, 11.1
   and 1.2, induction 18.6, 17.4 and 17.3) carry those labels.
 * The detectors equal TransformerLens's ``detect_head`` on real weights (rotary, GQA, q/k norms, sinks).

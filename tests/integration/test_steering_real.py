@@ -71,7 +71,7 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
     gemma's layer-1 residual stream in a fresh cache folder: it is saved, reloads with the same weights,
     reconstructs held-out activations (measured independently of sae-lens), splicing it in costs less than
     zeroing the residual, and discovery and SAE steering run on it with the hooks removed afterwards.
-    This checks the plumbing; the headline SAE is the default ``interp sae train`` run (see the README)."""
+    This checks the plumbing; the headline SAE is the default ``interp sae train`` run (see docs/analyses/language-steering.md)."""
     from interp.attribution.language_steering import discover_language_features
     from interp.sae import load_sae, sae_quality, train_sae
 
@@ -119,9 +119,13 @@ def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> 
     in a temporary cache, one language, two strengths, 4 screening + 4 confirmation + 4 held-out + 3 blind-test
     prompts, 4 tokens): every stage runs, the chosen setting is reported on held-out prompts only (and the blind
     test on the chosen settings only), the report is written
-    and the model has no hooks left. The headline numbers come from the default run (see the README)."""
+    and the model has no hooks left. The headline numbers come from the default run (see docs/analyses/language-steering.md)."""
+    import interp.sae
+
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
+    held_out = interp.sae.default_eval_texts()  # the SAE's quality on 12 of them: its full-vocabulary loss is slow
+    monkeypatch.setattr(interp.sae, "default_eval_texts", lambda: held_out[::max(1, len(held_out) // 12)][:12])
     prompts = steering_prompts()[:8]
     result = interp.run("language-steering", gemma, prompts, progress=False, layer="1", languages="fr",
                         strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1,

@@ -2,7 +2,7 @@
 
 Skipped without a CUDA device (CI has none). Run on an NVIDIA H200 on 2026-11-26: all pass; that run found
 and fixed CPU/CUDA tensor mixing in the mean-reference, sparsity, SAE-quality and head-importance code and the
-solver-dependent sign of SVD directions (see the README, "GPU").
+solver-dependent sign of SVD directions (see docs/verification.md, "GPU against CPU").
 """
 
 from __future__ import annotations

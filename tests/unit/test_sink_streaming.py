@@ -55,9 +55,10 @@ def own_sample(lm, seed: int, length: int = 192) -> list[int]:
     budget predicts it better, so a rise of the loss is the budget's doing, not the text's."""
     generator = torch.Generator().manual_seed(seed)
     ids = [lm.bos_token_id]
+    cache = lm.new_kv_cache(1)  # KV-cached decoding: one new token per step
     with torch.inference_mode():
         for _ in range(length - 1):
-            logits = lm.forward(lm.pad([ids]))[0, -1]
+            logits = lm.decode_step(torch.tensor([ids[-1:]]), torch.ones(1, 1, dtype=torch.long), cache)[0]
             ids.append(int(torch.multinomial(logits.softmax(-1), 1, generator=generator)))
     return ids
 
