@@ -6,8 +6,10 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
+# mkdocs-material prints a banner about MkDocs 2.0 on every build and serve.
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup report test test-unit test-tl4 lint bench
+.PHONY: setup report test test-unit test-tl4 lint bench docs
 
 setup:
 	@bash scripts/setup.sh
@@ -16,16 +18,25 @@ setup:
 report: setup
 	$(VENV)/interp run attention-sinks --model gemma-3-270m
 
-## Set up, then run ruff, basedpyright (type check) and the whole test suite: the unit suite once per backend,
-## the unit suite's bridge half again under transformer-lens 4, and the integration tests on the bundled real models.
+## Set up, then run ruff, basedpyright (type check), the docs build (strict: a broken link or reference fails),
+## the docstring examples as doctests (tiny models), and the whole test suite: the unit suite once per backend,
+## the unit suite's bridge half again under transformer-lens 4, the integration tests on the bundled real models,
+## and the example notebooks run top to bottom (nbmake).
 test: export INTERP_REQUIRE_MODELS := 1
 test: setup
 	$(VENV)/ruff check interp analyses tests benchmarks
 	$(VENV)/basedpyright
+	$(VENV)/mkdocs build --strict --site-dir site
+	$(VENV)/python -m pytest -q --doctest-modules interp analyses -p no:cacheprovider
 	$(VENV)/python -m pytest -q --durations=10 tests/unit --backend hooked
 	$(VENV)/python -m pytest -q --durations=10 tests/unit --backend bridge
 	$(VENV_TL4)/python -m pytest -q --durations=5 tests/unit --backend bridge
 	$(VENV)/python -m pytest -q --durations=15 tests/integration
+	$(VENV)/python -m pytest -q --durations=3 --nbmake --nbmake-timeout=600 examples/
+
+## Set up, then serve the documentation site with live reload at http://127.0.0.1:8000.
+docs: setup
+	$(VENV)/mkdocs serve
 
 lint: setup
 	$(VENV)/ruff check interp analyses tests benchmarks

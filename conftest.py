@@ -6,8 +6,9 @@ each registers its analysis when imported. Collected from the folder, pytest wou
 under their installed names and the same module objects are also bound as ``analyses.<name>``: pytest finds
 them already imported and collects their docstrings without running them again.
 
-Doctests run like the unit suite: offline, no wandb, at most two CPU threads. Outside a doctest run this
-file does nothing (the unit and integration suites keep their own ``tests/conftest.py``).
+Doctests run like the unit suite: offline, no wandb, at most two CPU threads, and on the suite's default
+backend whatever ``INTERP_BACKEND`` the shell sets (the examples show the defaults). Outside a doctest run
+this file does nothing (the unit and integration suites keep their own ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.pop("INTERP_BACKEND", None)
 
     import torch
 
