@@ -173,8 +173,9 @@ def figures(scores: SparsityScores, frame: pd.DataFrame) -> dict[str, plots.go.F
     eviction.update_layout(title="KV eviction: output error vs cache budget per score (attention sink marked)",
                            template="plotly_white", height=440)
     out["Eviction error vs budget"] = eviction
-    out["Effective rank per layer × head"] = plots.layer_head_heatmap(
-        frame, "effective_rank", "Attention effective rank (Roy–Vetterli)")
+    if frame.loc[frame["metric"] == "effective_rank", "value"].notna().any():  # rank_prompts=0: not measured
+        out["Effective rank per layer × head"] = plots.layer_head_heatmap(
+            frame, "effective_rank", "Attention effective rank (Roy–Vetterli)")
     out["Normalised attention entropy per layer × head"] = plots.layer_head_heatmap(
         frame, "normalized_entropy", "Mean attention entropy / log n")
     certificate = plots.go.Figure(plots.go.Scatter(
@@ -192,7 +193,7 @@ def figures(scores: SparsityScores, frame: pd.DataFrame) -> dict[str, plots.go.F
 
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None,
         epsilons: str | Sequence[float] = "0.05,0.01", budgets: str | Sequence[float] = "0.1,0.25,0.5,0.75",
-        k: int = 32, window: int = 32, min_keys: int = 16, rank_prompts: int = 8, max_tokens: int = 256,
+        k: int = 32, window: int = 32, min_keys: int = 16, rank_prompts: int = 2, max_tokens: int = 256,
         concat: int = 1, seed: int = 0) -> Result:
     if concat < 1:
         raise OptionError(f"concat must be at least 1, got {concat}")
@@ -204,7 +205,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     frame = scores.to_frame()
     summary: dict[str, object] = {
         "n_prompts": scores.n_prompts, "n_tokens": scores.n_tokens, "window_prompts": scores.n_window_prompts,
-        "mean_effective_rank": round(float(scores.effective_rank.mean()), 4),
+        "mean_effective_rank": round(float(scores.effective_rank.mean()), 4) if scores.n_rank_prompts else None,
+        "effective_rank_prompts": scores.n_rank_prompts,
         "mean_normalized_entropy": round(float(scores.normalized_entropy.mean()), 4),
         "truncation_realised_over_bound": round(float(scores.truncation_error.sum() / scores.truncation_bound.sum()), 4)
         if float(scores.truncation_bound.sum()) > 0 else None,
@@ -239,7 +241,7 @@ register(Analysis(
         "k": (int, "fixed k for the tail mass and the single-gap bound"),
         "window": (int, "observation window: the last W queries of each prompt (prompts need ≥ 2W tokens)"),
         "min_keys": (int, "queries that see fewer keys are left out of per-query averages"),
-        "rank_prompts": (int, "effective rank on the first N prompts (one SVD per head and prompt)"),
+        "rank_prompts": (int, "effective rank on the first N prompts (one eigendecomposition per head and prompt; 0: off)"),
         "max_tokens": (int, "tokens per prompt (BOS included)"),
         "concat": (int, "join N consecutive prompts into one (3 shipped paragraphs ≈ 256+ tokens)"),
     }),

@@ -158,7 +158,7 @@ def main() -> None:
     batch_size = 8
     overhead = growth = None
     if args.only in (None, "speed"):
-        overhead = speed(32 if args.quick else 256, batch_size, repeats=5 if args.quick else 3)
+        overhead = speed(32 if args.quick else 256, batch_size, repeats=3)
     if args.only in (None, "memory"):
         small, large = (16, 64) if args.quick else (64, 1024)
         growth = memory(small, large, batch_size)

@@ -67,6 +67,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -465,7 +466,8 @@ def ov_factors(lm: LoadedModel) -> tuple[Tensor, Tensor]:
 def _copying_ratio(w_v: Tensor, w_o: Tensor, gram: Tensor, dtype: torch.dtype) -> Tensor:
     """``Σλ / Σ|λ|`` of ``W_O G W_V`` per head (``[layer, head]``)."""
     small = (w_o.to(dtype) @ gram.to(dtype)) @ w_v.to(dtype)  # [L, H, d_head, d_head]
-    eig = torch.linalg.eigvals(small.cpu())
+    # NumPy's LAPACK: about twice as fast as torch's batched eigvals on 2 CPU threads (same eigenvalues).
+    eig = torch.from_numpy(np.linalg.eigvals(small.cpu().numpy()))
     total = eig.abs().sum(-1).double()
     trace = small.diagonal(dim1=-2, dim2=-1).sum(-1).double().cpu()
     return torch.where(total > 0, trace / total.clamp(min=1e-300), torch.zeros_like(total))

@@ -232,7 +232,8 @@ def test_joint_saliency_picks_the_brute_force_best_single_eviction_and_no_score_
 
 def test_effective_rank_of_peaked_causal_patterns_matches_numpy():
     """Peaked causal float32 patterns over 256 keys with a first-token sink (where a float32 SVD is 0.2%
-    off): the effective rank agrees with NumPy's float64 SVD of the same matrices to 1e-9 relative."""
+    off): the effective rank from the Gram matrix agrees with NumPy's float64 SVD of the same matrices to 1e-5
+    relative (measured: 3e-6)."""
     generator = torch.Generator().manual_seed(3)
     logits = torch.randn(6, 256, 256, generator=generator) * torch.tensor([0.5, 2.0, 4.0, 8.0, 1.0, 3.0])[:, None, None]
     logits[..., 0] += 6.0  # a first-token sink, as real heads have
@@ -243,7 +244,7 @@ def test_effective_rank_of_peaked_causal_patterns_matches_numpy():
         sv = np.linalg.svd(matrix.double().numpy(), compute_uv=False)
         p = sv / sv.sum()
         reference = math.exp(-(p[p > 0] * np.log(p[p > 0])).sum())
-        assert abs(float(value) - reference) < 1e-9 * reference
+        assert abs(float(value) - reference) < 1e-5 * reference
 
 
 def test_effective_rank_and_entropy_match_their_definitions():
@@ -483,8 +484,8 @@ def test_the_analysis_leaves_torch_thread_settings_alone(monkeypatch):
     assert torch.get_num_threads() == threads
 
 
-def test_effective_rank_equals_numpys_svd_on_padded_attention_patterns():
-    """Torch's batched SVD route against numpy's SVD on causal attention patterns (the analysis's inputs), with
+def test_effective_rank_from_the_gram_matrix_equals_the_svd_on_attention_patterns():
+    """The eigenvalue route against numpy's SVD on causal attention patterns (the analysis's inputs), with
     padded (zero) query rows, in float32 as the probe hands them over."""
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 4, 40, 40, generator=generator) * 3
@@ -497,3 +498,18 @@ def test_effective_rank_equals_numpys_svd_on_padded_attention_patterns():
             p = s / s.sum()
             p = p[p > 0]
             assert abs(float(got[i, h]) - math.exp(-(p * np.log(p)).sum())) < 1e-6 * float(got[i, h])
+
+
+def test_effective_rank_switched_off_is_reported_as_not_measured():
+    """rank_prompts=0 skips the eigendecompositions: the frame's effective ranks are NaN, the summary says None
+    and the report has no effective-rank figure — never a rank of 0."""
+    lm = interp.load_model("tiny-gpt2")
+    off = interp.run("attention-sparsity", lm, prompts=TEXTS, progress=False, window=8, min_keys=4, rank_prompts=0)
+    on = interp.run("attention-sparsity", lm, prompts=TEXTS, progress=False, window=8, min_keys=4, rank_prompts=1)
+    for result, measured in ((off, False), (on, True)):
+        values = result.frame.loc[result.frame["metric"] == "effective_rank", "value"]
+        assert len(values) == lm.n_layers * lm.n_heads
+        assert values.notna().all() if measured else values.isna().all()
+        assert (result.metadata["summary"]["mean_effective_rank"] is not None) == measured
+        assert result.metadata["summary"]["effective_rank_prompts"] == (1 if measured else 0)
+        assert ("Effective rank per layer × head" in result.figures) == measured
