@@ -45,6 +45,14 @@ if { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/nu
       chromium chromium-driver >/dev/null) \
     || echo "[setup] chromium could not be installed; the browser tests will be skipped"
 fi
+# Firefox ESR for the viewer's Firefox test (driven over Marionette by marionette-driver, from the dev extra).
+if ! command -v firefox-esr >/dev/null 2>&1 && ! command -v firefox >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] installing Debian's firefox-esr for the Firefox browser test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      firefox-esr >/dev/null) \
+    || echo "[setup] firefox-esr could not be installed; the Firefox test will be skipped"
+fi
 
 # -- .venv-tl4: transformer-lens 4, bridge backend only, no sae-lens ------------------------------------
 stamp4=.venv-tl4/.interp-setup-stamp

@@ -478,8 +478,9 @@ def test_browser_report_viewer_and_show_attention_run_no_prompt_script(browser, 
 
 @pytest.mark.browser
 def test_firefox_card_hover_and_keyboard(atlas, tmp_path):
-    """The same page in Firefox, driven by Mozilla's marionette-driver (no geckodriver needed). Optional: the
-    setup installs neither firefox-esr nor marionette-driver, so this skips unless both are present."""
+    """The same page in Firefox ESR, driven by Mozilla's marionette-driver (no geckodriver, which only GitHub
+    ships). The setup installs both (Debian's firefox-esr as root, marionette-driver in the dev extra); this
+    skips only where they are missing."""
     firefox = shutil.which("firefox-esr") or shutil.which("firefox")
     if firefox is None:
         pytest.skip("Firefox is not installed (optional: apt-get install firefox-esr)")
