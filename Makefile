@@ -25,7 +25,7 @@ report: setup
 test: export INTERP_REQUIRE_MODELS := 1
 test: setup
 	$(VENV)/ruff check interp analyses tests benchmarks
-	$(VENV)/basedpyright
+	$(VENV)/basedpyright --project pyproject.toml
 	$(VENV)/mkdocs build --strict --site-dir site
 	$(VENV)/python -m pytest -q --doctest-modules interp analyses -p no:cacheprovider
 	$(VENV)/python -m pytest -q --durations=10 tests/unit --backend hooked

@@ -70,7 +70,7 @@ def test_losing_the_planted_sink_raises_perplexity_and_keeping_it_restores_it(se
                             max_tokens=192, queries=16, progress=False)
     full = result.perplexity("masked", "full")
     window = result.perplexity("masked", "window")
-    assert window > 1.8 * full  # measured 2.1–3.5×
+    assert window > 1.8 * full  # measured 2.07 and 2.53 (seeds 0, 1; both backends)
     for k in (1, 4):
         assert result.perplexity("masked", "sinks", k) == pytest.approx(full, rel=0.03)
     assert result.perplexity("masked", "random", 4) > 1.8 * full  # four other kept tokens do not stand in
