@@ -44,7 +44,9 @@ def smollm2_pair(smollm2):
 
 #: Metrics decided by a ranking whose near-ties float rounding can flip (which keys an eviction policy keeps):
 #: a flipped key changes the value by about a percent, so these agree to 5% rather than float precision.
-LOOSE_METRICS = {"eviction_error": 5e-2}
+#: Likewise ``keys_saved`` (the mean of n/k_ε): k_ε is an integer threshold, and a query whose tail mass lies within
+#: float rounding of ε moves it by one (seen once, smollm2 L27H6 at ε = 0.3: 34.44 vs 34.53).
+LOOSE_METRICS = {"eviction_error": 5e-2, "keys_saved": 1e-2}
 
 
 def assert_same_frame(a: pd.DataFrame, b: pd.DataFrame, *, rtol: float, atol: float) -> None:
@@ -91,20 +93,25 @@ def test_attention_sinks_frames_agree(gemma_pair, smollm2_pair) -> None:
         assert_same_frame(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_head_importance_frames_agree(gemma_pair) -> None:
-    a, b = _both(gemma_pair, "head-importance", default_prompts()[:4], n_sequences=2, half_length=8,
+@pytest.fixture(params=["gemma-3-270m", "smollm2-135m"])
+def pair(request, gemma_pair, smollm2_pair):
+    return {"gemma-3-270m": gemma_pair, "smollm2-135m": smollm2_pair}[request.param]
+
+
+def test_head_importance_frames_agree(pair) -> None:
+    a, b = _both(pair, "head-importance", default_prompts()[:4], n_sequences=2, half_length=8,
                  max_documents=2, max_tokens=32)
     assert_same_frame(a, b, rtol=2e-3, atol=1e-4)
 
 
-def test_svd_channels_frames_agree(gemma_pair) -> None:
-    a, b = _both(gemma_pair, "svd-channels", None, baseline_samples=10, sequences=2, half_length=10, heads=2,
+def test_svd_channels_frames_agree(pair) -> None:
+    a, b = _both(pair, "svd-channels", None, baseline_samples=10, sequences=2, half_length=10, heads=2,
                  random_trials=1)
     assert_same_frame(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_attention_sparsity_frames_agree(gemma_pair) -> None:
-    a, b = _both(gemma_pair, "attention-sparsity", default_prompts()[:6], max_tokens=96, window=16,
+def test_attention_sparsity_frames_agree(pair) -> None:
+    a, b = _both(pair, "attention-sparsity", default_prompts()[:6], max_tokens=96, window=16,
                  rank_prompts=2, min_keys=8, k=16)
     assert_same_frame(a, b, rtol=2e-3, atol=1e-6)
 
@@ -117,7 +124,7 @@ def test_safety_heads_frames_agree(smollm2_pair) -> None:
     assert_same_frame(a, b, rtol=2e-3, atol=1e-5)
 
 
-def test_language_steering_frames_agree(gemma_pair, tmp_path, monkeypatch) -> None:
+def test_language_steering_frames_agree(pair, tmp_path, monkeypatch) -> None:
     """A 256-latent SAE at layer 1 is trained per backend (in a temporary cache; the cache key holds the backend)
     and its quality measured on 12 held-out texts rather than all of them (the full-vocabulary loss of three
     spliced runs dominated this test's time)."""
@@ -127,17 +134,17 @@ def test_language_steering_frames_agree(gemma_pair, tmp_path, monkeypatch) -> No
     monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
     held_out = interp.sae.default_eval_texts()
     monkeypatch.setattr(interp.sae, "default_eval_texts", lambda: held_out[::max(1, len(held_out) // 12)][:12])
-    a, b = _both(gemma_pair, "language-steering", steering_prompts()[:8], layer="1", languages="fr",
+    a, b = _both(pair, "language-steering", steering_prompts()[:8], layer="1", languages="fr",
                  strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1, blind_prompts=3,
                  candidates=2, max_new_tokens=4, sae_tokens=4096, sae_width=256, sae_k=16, sae_epochs=1, top_heads=1)
     assert_same_frame(a, b, rtol=1e-3, atol=1e-4)
 
 
-def test_steered_greedy_generation_gives_the_same_tokens(gemma_pair) -> None:
+def test_steered_greedy_generation_gives_the_same_tokens(pair) -> None:
     """A mean-difference steering hook and a head ablation, KV-cached greedy decoding, left-padded batch."""
     prompts = ["The weather today is", "My favourite food is", "Once upon a time, in a small village,"]
     tokens = {}
-    for backend, lm in gemma_pair.items():
+    for backend, lm in pair.items():
         french = lm.capture(lm.tokenize(["Le chat est sur la table."]), ["blocks.6.hook_resid_post"])
         english = lm.capture(lm.tokenize(["The cat is on the table."]), ["blocks.6.hook_resid_post"])
         direction = french["blocks.6.hook_resid_post"][0, 1:].mean(0) - english["blocks.6.hook_resid_post"][0, 1:].mean(0)
@@ -150,7 +157,7 @@ def test_steered_greedy_generation_gives_the_same_tokens(gemma_pair) -> None:
         tokens[backend] = out.token_ids
         assert lm.active_hook_count() == 0
     assert tokens["hooked"] == tokens["bridge"]
-    plain = generate(gemma_pair["hooked"], prompts, max_new_tokens=10).token_ids
+    plain = generate(pair["hooked"], prompts, max_new_tokens=10).token_ids
     assert plain != tokens["hooked"]  # the edits are active while decoding, so the comparison can fail
 
 
