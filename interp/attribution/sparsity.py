@@ -816,7 +816,11 @@ def attention_sparsity(
     window_count = r.window_count.clamp(min=1)
     evict = (r.evict_sq_sum / r.out_sq_sum.clamp(min=1e-30)).sqrt()
     n_window = max(r.n_window_prompts, 1)
-    n_rank = max(r.n_rank_prompts, 1)
+
+    def per_rank_prompt(total: Tensor) -> Tensor:
+        # Not measured (rank_prompts=0, or no prompt reached): NaN, never a 0 that reads as a rank.
+        return (total / r.n_rank_prompts).float() if r.n_rank_prompts else torch.full_like(total, math.nan).float()
+
     return SparsityScores(
         epsilons=grid,
         reported_epsilons=reported,
@@ -837,10 +841,8 @@ def attention_sparsity(
         bos_attention=(r.bos_sum / max(r.n_prompts, 1)).float(),
         entropy=(r.entropy_sum / count).float(),
         normalized_entropy=(r.norm_entropy_sum / count).float(),
-        # Not measured (rank_prompts=0, or no prompt reached): NaN, never a 0 that reads as a rank.
-        effective_rank=(r.erank_sum / n_rank).float() if r.n_rank_prompts else torch.full_like(r.erank_sum, math.nan).float(),
-        effective_rank_fraction=(r.erank_frac_sum / n_rank).float() if r.n_rank_prompts
-        else torch.full_like(r.erank_frac_sum, math.nan).float(),
+        effective_rank=per_rank_prompt(r.erank_sum),
+        effective_rank_fraction=per_rank_prompt(r.erank_frac_sum),
         budgets=budget_tuple,
         scores=SCORES,
         k=k,

@@ -485,7 +485,7 @@ def test_firefox_card_hover_and_keyboard(atlas, tmp_path):
     if firefox is None:
         pytest.skip("Firefox is not installed (optional: apt-get install firefox-esr)")
     marionette = pytest.importorskip("marionette_driver.marionette", reason="marionette-driver is not installed "
-                                     "(optional: pip install marionette-driver)")
+                                     "(the dev extra has it; this environment lacks it)")
     from marionette_driver import By
     from marionette_driver.keys import Keys
 
