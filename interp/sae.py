@@ -50,6 +50,11 @@ DEFAULT_SAE: dict[str, Any] = {"d_sae": 2048, "k": 32, "training_tokens": 150_00
 #: and so the trained weights, which is why the recipe fixes it (the refusal tune does the same). Two is the
 #: core count of the machines the documented SAEs were built on; more cores are simply not used.
 SAE_BUILD_THREADS = 2
+#: Version of the build itself, part of the cache key. 2: sae-lens's runner is run under torch's global
+#: generator seeded with the SAE seed. Version-1 builds took whatever state the process's generator was in
+#: (the runner draws its initialisation and its buffer shuffles from it without seeding it), so the same
+#: recipe gave different weights after another SAE had been trained, or a cached one loaded, in the process.
+SAE_BUILD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,8 @@ def sae_cache_folder(lm: LoadedModel, hook_name: str, settings: dict[str, Any]) 
         tag += f"-e{settings['epochs']}-b{settings['batch_size_tokens']}-lr{settings['lr']:g}"
     if "threads" in settings:  # the build's thread count and backend change the weights' last bits
         tag += f"-th{settings['threads']}-{settings['backend']}"
+    if int(settings.get("build", 1)) != 1:
+        tag += f"-r{settings['build']}"
     tag += f"-{settings['corpus_fingerprint'][:10]}"
     return sae_root(lm) / tag
 
@@ -288,7 +295,7 @@ def train_sae(
     hook_name = f"blocks.{layer}.hook_resid_post"
     settings = {"d_sae": d_sae, "k": k, "training_tokens": training_tokens, "context_size": context_size,
                 "batch_size_tokens": batch_size_tokens, "lr": lr, "epochs": epochs, "seed": seed,
-                "languages": list(languages), "threads": threads, "backend": lm.backend,
+                "languages": list(languages), "threads": threads, "backend": lm.backend, "build": SAE_BUILD_VERSION,
                 "tokens_per_language": per_language, "corpus_fingerprint": corpus.fingerprint}
     folder = sae_cache_folder(lm, hook_name, settings)
     if not force and (folder / "interp_sae.json").is_file() and (folder / "cfg.json").is_file():
@@ -380,7 +387,12 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
             verbose=progress is not False,
         )
         sink = io.StringIO()
-        with _quiet(), contextlib.redirect_stdout(sink) if progress is False else contextlib.nullcontext():
+        with _quiet(), contextlib.redirect_stdout(sink) if progress is False else contextlib.nullcontext(), \
+                torch.random.fork_rng():
+            # sae-lens's runner draws the initialisation and the mixing-buffer shuffles from torch's global
+            # generator and never seeds it: seeded here, the weights depend on the recipe alone, not on what
+            # this process drew before (the caller's generator is given back untouched).
+            torch.manual_seed(settings["seed"])
             runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset,
                                                     override_model=lm.native_model())
             trained = runner.run()

@@ -1082,7 +1082,7 @@ def saved_steering_choice(lm: LoadedModel, language: str, *, sae_seed: int = 0) 
     analysis chose across layers wins: every SAE layer of a run records its best setting with the held-out
     and tuning scores, and the analysis's choice is the best on the tuning prompts.
     """
-    from interp.sae import DEFAULT_SAE, load_sae, sae_root
+    from interp.sae import DEFAULT_SAE, SAE_BUILD_VERSION, load_sae, sae_root
 
     best: tuple[float, Path, dict[str, Any]] | None = None
     for choices_path in sorted(sae_root(lm).glob(f"*/{CHOICES_FILE}")):
@@ -1094,6 +1094,8 @@ def saved_steering_choice(lm: LoadedModel, language: str, *, sae_seed: int = 0) 
         if recipe != {k: DEFAULT_SAE[k] for k in ("d_sae", "k", "training_tokens", "epochs")}:
             continue
         if settings.get("seed") != sae_seed or settings.get("backend", lm.backend) != lm.backend:
+            continue
+        if int(settings.get("build", 1)) != SAE_BUILD_VERSION:  # an older build of the recipe: not reproducible
             continue
         entry = json.loads(choices_path.read_text()).get(language)
         if entry and entry.get("chosen", True):

@@ -68,7 +68,8 @@ def _languages(texts: list[str]) -> list[str]:
 
 def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
     """A very small TopK SAE (256 latents, 4k cached activations x 2 epochs = 64 steps) trained through sae-lens's runner on
-    gemma's layer-1 residual stream in a fresh cache folder: it is saved, reloads with the same weights,
+    gemma's layer-1 residual stream in a fresh cache folder: the same recipe rebuilt in a second empty cache
+    under another caller thread count gives the same weights bit for bit; it is saved, reloads with the same weights,
     reconstructs held-out activations (measured independently of sae-lens), splicing it in costs less than
     zeroing the residual, and discovery and SAE steering run on it with the hooks removed afterwards.
     This checks the plumbing; the headline SAE is the default ``interp sae train`` run (see docs/analyses/language-steering.md)."""
@@ -81,18 +82,34 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
     # epochs=2: the default recipe's path (activations computed once, cached as an sae-lens
     # cached-activation dataset, trained on twice): 4,096 activations, 64 steps.
-    trained = train_sae(gemma, 1, d_sae=256, k=16, training_tokens=4096, epochs=2, context_size=32,
-                        batch_size_tokens=128, lr=4e-3, tokens_per_language=3000, progress=False, evaluate=False)
+    recipe = {"d_sae": 256, "k": 16, "training_tokens": 4096, "epochs": 2, "context_size": 32,
+              "batch_size_tokens": 128, "lr": 4e-3, "tokens_per_language": 3000, "progress": False, "evaluate": False}
+    ambient = torch.get_num_threads()
+    torch.set_num_threads(1)  # the caller's thread count must not reach the build (it pins its own)
+    try:
+        trained = train_sae(gemma, 1, **recipe)
+    finally:
+        torch.set_num_threads(ambient)
     assert trained.path is not None and (trained.path / "interp_sae.json").is_file()
+    # The same recipe gives the same SAE, bit for bit: rebuilt in another empty cache under another ambient
+    # thread count (what a fresh machine of this kind does). Different bits here are what the review found.
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "second-machine"))
+    torch.set_num_threads(2)
+    try:
+        again = train_sae(gemma, 1, **recipe)
+    finally:
+        torch.set_num_threads(ambient)
+    assert again.path != trained.path
+    for name, tensor in trained.sae.state_dict().items():
+        assert torch.equal(tensor, again.sae.state_dict()[name]), name
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
     assert str(trained.path).startswith(str(tmp_path))
     assert trained.info["corpus"]["fr"]["catalog_files"] == 0
     reloaded = load_sae(trained.path)
     assert torch.equal(reloaded.sae.W_dec, trained.sae.W_dec)
     assert reloaded.hook_name == "blocks.1.hook_resid_post"
     # The cache is hit on a second call with the same settings (no retraining).
-    assert train_sae(gemma, 1, d_sae=256, k=16, training_tokens=4096, epochs=2, context_size=32,
-                     batch_size_tokens=128, lr=4e-3, tokens_per_language=3000, progress=False,
-                     evaluate=False).path == trained.path
+    assert train_sae(gemma, 1, **recipe).path == trained.path
     assert trained.info["settings"]["epochs"] == 2
     held = parallel_sentences("heldout")
     quality = sae_quality(gemma, trained.sae, trained.hook_name, [s for lang in held for s in held[lang]], loss=False)

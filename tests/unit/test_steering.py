@@ -597,7 +597,7 @@ def test_steer_language_uses_the_setting_the_analysis_saved_beside_its_sae(tmp_p
         saved_steering_choice,
         steer_language,
     )
-    from interp.sae import DEFAULT_SAE, load_sae, sae_root
+    from interp.sae import DEFAULT_SAE, SAE_BUILD_VERSION, load_sae, sae_root
 
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
     lm, trained, _, _ = _planted()
@@ -605,7 +605,14 @@ def test_steer_language_uses_the_setting_the_analysis_saved_beside_its_sae(tmp_p
     folder = sae_root(lm) / "planted-default-recipe"
     trained.sae.save_model(str(folder))
     settings = {**{k: DEFAULT_SAE[k] for k in ("d_sae", "k", "training_tokens", "epochs")}, "seed": 0,
-                "backend": lm.backend}
+                "backend": lm.backend, "build": 1}
+    (folder / "interp_sae.json").write_text(json.dumps({"hook_name": trained.hook_name, "settings": settings}))
+    save_steering_choice(load_sae(folder), "fr", {"feature": PLANTED, "strength": 3.0, "chosen": True})
+    # A choice made on an SAE of an older build of the recipe (weights that depended on the process's random
+    # state) is not picked up: the cached SAE of the current build is a different one.
+    assert saved_steering_choice(lm, "fr") is None
+    (folder / CHOICES_FILE).unlink()
+    settings["build"] = SAE_BUILD_VERSION
     (folder / "interp_sae.json").write_text(json.dumps({"hook_name": trained.hook_name, "settings": settings}))
     on_disk = load_sae(folder)
     choice = {"feature": PLANTED, "strength": 3.0, "mode": "add", "positions": "new", "chosen": True,
@@ -623,3 +630,62 @@ def test_steer_language_uses_the_setting_the_analysis_saved_beside_its_sae(tmp_p
     assert explicit.texts == out.texts and explicit.settings["saved_choice"] is None
     # Another SAE seed has no saved choice: nothing is found for it.
     assert saved_steering_choice(lm, "fr", sae_seed=1) is None
+
+
+def test_sae_build_runs_on_its_pinned_thread_count_whatever_the_caller_set(tiny_gpt2, tmp_path, monkeypatch) -> None:
+    """The review found SAEs that differ between machines: the build took the caller's torch thread count, and
+    another count changes the summation order and so the weights. The build must run on ``threads`` (default
+    :data:`SAE_BUILD_THREADS`) and give the caller's count back, on an error too."""
+    import interp.sae as sae_module
+
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
+    seen: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_build(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise Stop
+
+    monkeypatch.setattr(sae_module, "_run_sae_lens", fake_build)
+    ambient = torch.get_num_threads()
+    try:
+        for caller, asked in ((1, None), (3, None), (1, 1)):
+            torch.set_num_threads(caller)
+            with pytest.raises(Stop):
+                sae_module.train_sae(tiny_gpt2, 0, d_sae=16, k=4, training_tokens=1000, tokens_per_language=200,
+                                     progress=False, **({} if asked is None else {"threads": asked}))
+            assert torch.get_num_threads() == caller
+    finally:
+        torch.set_num_threads(ambient)
+    assert seen == [sae_module.SAE_BUILD_THREADS, sae_module.SAE_BUILD_THREADS, 1]
+    with pytest.raises(OptionError, match="threads must be at least 1"):
+        sae_module.train_sae(tiny_gpt2, 0, threads=0)
+
+
+def test_sae_build_gives_the_same_weights_whatever_the_process_drew_before(tiny_gpt2, tmp_path, monkeypatch) -> None:
+    """sae-lens's runner draws the SAE's initialisation and its buffer shuffles from torch's global generator
+    without seeding it, so the same recipe gave other weights after the process had drawn anything else (an
+    SAE trained before it in the same run, or a cached one loaded instead). The build seeds that generator with
+    the SAE seed and gives the caller's state back."""
+    pytest.importorskip("sae_lens", reason="sae-lens is not installed (the transformer-lens 4 environment)")
+    from interp.sae import train_sae
+
+    monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
+    recipe = {"d_sae": 32, "k": 4, "training_tokens": 1024, "epochs": 2, "context_size": 16,
+              "batch_size_tokens": 64, "lr": 4e-3, "tokens_per_language": 300, "progress": False, "evaluate": False}
+    builds = []
+    for cache, drawn in (("first", 1), ("second", 2)):
+        monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / cache))
+        torch.manual_seed(drawn)  # the process's generator in two different states
+        torch.rand(drawn)
+        before = torch.random.get_rng_state()
+        builds.append(train_sae(tiny_gpt2, 0, **recipe))
+        assert torch.equal(torch.random.get_rng_state(), before), "the caller's generator was moved"
+    first, second = (build.sae.state_dict() for build in builds)
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+    other_seed = train_sae(tiny_gpt2, 0, seed=1, **recipe).sae.state_dict()
+    assert not torch.equal(first["W_dec"], other_seed["W_dec"])
