@@ -19,14 +19,14 @@ import os
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from interp.api import atlas, run  # noqa: E402
-from interp.attribution.language_steering import steer_language  # noqa: E402
 from interp.errors import InterpUserError  # noqa: E402
 from interp.models import LoadedModel, load_model  # noqa: E402
 from interp.registry import analysis_names  # noqa: E402
 from interp.results import Result  # noqa: E402
+from interp.steering import SteeringChoice, steer_language  # noqa: E402
 from interp.viewer import show_attention  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["InterpUserError", "LoadedModel", "Result", "analysis_names", "atlas", "load_model", "run",
-           "show_attention", "steer_language", "__version__"]
+           "show_attention", "steer_language", "SteeringChoice", "__version__"]

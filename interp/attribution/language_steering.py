@@ -861,6 +861,13 @@ class SteeringResult:
     settings: dict[str, Any]
     seconds: float
     evaluated: bool = True
+    coherent: list[bool | None] = field(default_factory=list)
+
+    @property
+    def coherent_success_rate(self) -> float:
+        """Share of prompts with a coherent success: fluent and judged coherent by the unsteered model
+        (:mod:`interp.steering.coherence`); NaN when not measured."""
+        return _rate(self.coherent) if self.evaluated and self.coherent else float("nan")
 
     @property
     def success_rate(self) -> float:
@@ -878,6 +885,7 @@ class SteeringResult:
             "prompt": self.prompts, "text": self.texts, "baseline_text": pd.array(self.baseline_texts, dtype="string"),
             "detected": pd.array(self.languages, dtype="string"), "confidence": self.confidences,
             "success": pd.array(self.success, dtype="boolean"), "fluent": pd.array(self.fluent, dtype="boolean"),
+            "coherent": pd.array(self.coherent or [None] * len(self.prompts), dtype="boolean"),
             "fidelity": self.fidelity, "fluency_loss": self.fluency_loss,
         })
 
@@ -889,7 +897,7 @@ class SteeringResult:
 
         return (f"SteeringResult(target={s.get('target')!r}, method={s.get('method')!r}, layer={s.get('layer')}, "
                 f"prompts={len(self.prompts)}, success={shown(self.success_rate)}, "
-                f"fluent_success={shown(self.fluent_success_rate)})")
+                f"fluent_success={shown(self.fluent_success_rate)}, coherent_success={shown(self.coherent_success_rate)})")
 
 
 def _rate(flags: Sequence[bool | None]) -> float:
