@@ -1,6 +1,6 @@
-"""The multilingual corpus for language features and SAE training: written text plus installed catalogs.
+"""The multilingual corpus for language features and SAE training: written text, installed catalogs, prose.
 
-Two sources, both offline (nothing is downloaded):
+Three sources, all offline (nothing is downloaded at import or when the corpus is built):
 
 * **Shipped, written for this project** (``interp/data``): ``parallel_sentences.jsonl`` — 72 everyday
   sentences, each in English, French, Spanish and German (58 marked ``discovery``, 14 ``heldout``), used to
@@ -19,6 +19,13 @@ Two sources, both offline (nothing is downloaded):
   trained on it — are the same on every such machine. A missing or different catalog is a one-line
   :class:`CorpusError` naming the file and its Debian package (``INTERP_CORPUS_CATALOGS=0`` selects the
   shipped-only corpus instead). Installing more packages no longer changes the corpus.
+* **Natural prose from Debian documentation packages** (:mod:`interp.prose`): the LibreOffice help
+  (``libreoffice-help-en-us``, ``-fr``, ``-es``, ``-de``) and the Debian Reference (``debian-reference-en``,
+  ``-fr``, ``-es``, ``-de``), fetched once with ``python -m interp.prose fetch`` (the setup script does it) into
+  the user's cache folder and pinned by ``interp/data/prose_manifest.json`` (sha256 of each ``.deb`` and
+  fingerprints of the extracted paragraphs). :func:`prose_paragraphs` gives a language's paragraphs (train or
+  held-out split), :func:`parallel_prose` the help paragraphs aligned across the four languages. The SAE corpus
+  is mostly this prose (see :func:`build_corpus`); ``INTERP_CORPUS_PROSE=0`` leaves it out.
 
 Examples:
     >>> from interp.corpus import parallel_sentences, steering_prompts
@@ -50,7 +57,7 @@ from interp.errors import InterpUserError, OptionError
 
 
 class CorpusError(InterpUserError):
-    """A pinned translation catalog is missing or differs from the documented one."""
+    """A pinned translation catalog or prose package is missing or differs from the documented one."""
 
 #: The pinned catalog list (paths, Debian packages, sha256 digests, per-language pair fingerprints).
 CATALOG_MANIFEST = "corpus_catalogs.json"
@@ -261,8 +268,9 @@ def build_corpus(
     include_heldout: bool = False,
     catalogs: bool | None = None,
     seed: int = 0,
+    prose: bool | None = None,
 ) -> Corpus:
-    """Assemble the multilingual training corpus from the shipped sentences and installed catalogs.
+    """Assemble the multilingual training corpus from the shipped sentences, installed catalogs and prose.
 
     English text comes from the catalogs' source messages, the English side of the parallel sentences and
     the shipped English paragraphs (``sinks_prompts.txt``). Each language is capped at
@@ -273,8 +281,23 @@ def build_corpus(
     installed falls back to the shipped sentences with a warning naming the Debian packages that provide
     catalogs (see the data card in ``interp/data/README.md``).
 
+    **With prose** (``prose=True``; the default unless ``INTERP_CORPUS_PROSE=0``, and off by default in the
+    shipped-only corpus ``catalogs=False`` / ``INTERP_CORPUS_CATALOGS=0``), the train split of
+    :func:`prose_paragraphs` is the main part of each language and the texts above are the minor part. The
+    shares are fixed, not tuned: every language gets the same token budget ``T`` (``tokens_per_language``,
+    lowered to what the language with the least prose can fill, or exactly that when None); the minor part —
+    the shipped sentences in order, then the catalog messages (and for English the shipped paragraphs) in a
+    seeded random order — takes at most :data:`PROSE_MINOR_SHARE` (20%) of ``T``, and prose paragraphs in a
+    seeded random order fill the rest up to ``T`` (a paragraph that would overshoot is passed over for a
+    shorter one). So every language has the same number of tokens within about one short paragraph, and at
+    least 80% of them are natural prose. Held-out prose (:func:`prose_paragraphs` ``split="heldout"``,
+    :func:`parallel_prose`) is never included, whatever ``include_heldout`` says. Prose that is not fetched
+    or differs from the pinned packages is a one-line :class:`CorpusError` naming the command that fetches
+    it; ``INTERP_CORPUS_PROSE=0`` builds the corpus without prose (with a warning), and ``prose=False`` gives
+    exactly the corpus of the versions before prose (same texts, same fingerprint).
+
     Examples:
-        >>> corpus = build_corpus(("en", "fr"), tokens_per_language=2000)
+        >>> corpus = build_corpus(("en", "fr"), tokens_per_language=2000, prose=False)
         >>> sorted(set(corpus.languages))
         ['en', 'fr']
     """
@@ -323,6 +346,18 @@ def build_corpus(
             return int(len(text.split()) * 1.6) + 1
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
 
+    if prose is None:
+        setting = os.environ.get("INTERP_CORPUS_PROSE")
+        prose = catalogs if setting is None else setting != "0"
+        if setting == "0" and catalogs:
+            warnings.warn("INTERP_CORPUS_PROSE=0: the SAE corpus is built without the pinned prose (shipped "
+                          "sentences and catalog messages only, the corpus of the versions before prose)",
+                          stacklevel=2)
+    if prose:
+        return _corpus_with_prose(languages, pools, sources, files_read,
+                                  {lang: len(parallel.get(lang, [])) for lang in languages},
+                                  tokens_per_language=tokens_per_language, tokenizer=tokenizer, count=count, rng=rng)
+
     texts: list[str] = []
     labels: list[str] = []
     stats: dict[str, dict[str, Any]] = {}
@@ -343,6 +378,135 @@ def build_corpus(
         stats[lang] = {"documents": len(chosen), "words": sum(len(t.split()) for t in chosen),
                        "tokens" if tokenizer is not None else "tokens_estimated": tokens, "sources": sources[lang],
                        "catalog_files": files_read[lang]}
+        if tokenizer is None:
+            stats[lang]["tokens"] = f"~{tokens}"
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    texts = [texts[i] for i in order]
+    labels = [labels[i] for i in order]
+    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    return Corpus(texts=texts, languages=labels, stats=stats, fingerprint=digest)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Natural prose (interp.prose)
+# ----------------------------------------------------------------------------------------------------
+
+#: In a corpus with prose, the most of each language's token budget that the shipped sentences and the
+#: catalog messages take together (the rest is prose).
+PROSE_MINOR_SHARE = 0.2
+#: How many prose paragraphs the filling passes over looking for one that fits the budget before stopping.
+_PROSE_FIT_TRIES = 50
+
+
+def prose_paragraphs(language: str, split: str = "train") -> list[str]:
+    """The pinned prose paragraphs of ``language`` (``en``, ``fr``, ``es`` or ``de``), one per item.
+
+    LibreOffice help paragraphs first, then Debian Reference paragraphs, in page order, deduplicated.
+    ``split="heldout"`` is a fixed ~10% of the help pages and book sections (the same groups in every
+    language), never used for training; ``"train"`` is the rest, with no held-out text in it. Raises
+    :class:`CorpusError` when the prose is not fetched (``python -m interp.prose fetch``) or differs from
+    the pinned packages.
+
+    Examples:
+        >>> from interp.prose import prose_available
+        >>> texts = prose_paragraphs("fr", "heldout") if prose_available() else ["x"]  # fetched by the setup
+        >>> len(texts) > 0
+        True
+    """
+    from interp.prose import PROSE_LANGUAGES, prose_splits
+
+    if split not in ("train", "heldout"):
+        raise OptionError(f"unknown split {split!r}: use 'train' or 'heldout'")
+    if language not in PROSE_LANGUAGES:
+        raise OptionError(f"no pinned prose for {language!r}: the prose languages are {', '.join(PROSE_LANGUAGES)}")
+    return list(prose_splits()["languages"][language][split])
+
+
+def parallel_prose(split: str = "heldout") -> dict[str, list[str]]:
+    """LibreOffice help paragraphs aligned across languages: ``{"en": [...], "fr": [...], "es": [...],
+    "de": [...]}``, row ``i`` the same paragraph (same page, same paragraph id) in each language.
+
+    ``split="heldout"`` (the default) comes from the held-out help pages only (none of its texts is in the
+    training corpus); ``"train"`` from the others. Raises :class:`CorpusError` like :func:`prose_paragraphs`.
+    """
+    from interp.prose import prose_splits
+
+    if split not in ("train", "heldout"):
+        raise OptionError(f"unknown split {split!r}: use 'train' or 'heldout'")
+    return {lang: list(rows) for lang, rows in prose_splits()["parallel"][split].items()}
+
+
+def _corpus_with_prose(languages: Sequence[str], pools: dict[str, list[str]], sources: dict[str, list[str]],
+                       files_read: dict[str, int], shipped_counts: dict[str, int], *, tokens_per_language: int | None,
+                       tokenizer: Any, count: Any, rng: random.Random) -> Corpus:
+    """The corpus with prose as each language's main part (see :func:`build_corpus` for the shares)."""
+    from interp.prose import PROSE_LANGUAGES, package_sources
+
+    with_prose = [lang for lang in languages if lang in PROSE_LANGUAGES]
+    without = [lang for lang in languages if lang not in PROSE_LANGUAGES]
+    if without:
+        warnings.warn(f"there is no pinned prose for {without}: their part of the corpus is the shipped sentences "
+                      "and catalog messages only", stacklevel=3)
+    counts: dict[str, int] = {}
+
+    def cost(text: str) -> int:
+        if text not in counts:
+            counts[text] = count(text)
+        return counts[text]
+
+    minor: dict[str, list[str]] = {}
+    paragraphs: dict[str, list[str]] = {}
+    for lang in languages:
+        shipped = pools[lang][: shipped_counts[lang]]
+        rest = pools[lang][shipped_counts[lang]:]
+        rng.shuffle(rest)
+        minor[lang] = shipped + rest
+        paragraphs[lang] = prose_paragraphs(lang, "train") if lang in with_prose else []
+        rng.shuffle(paragraphs[lang])
+    def pick_minor(lang: str, cap: float) -> tuple[list[str], int]:
+        chosen, tokens = [], 0
+        for text in minor[lang]:
+            if tokens + cost(text) > cap:
+                break
+            chosen.append(text)
+            tokens += cost(text)
+        return chosen, tokens
+
+    # The common budget: what was asked, lowered to what the language with the least prose can fill (its
+    # prose plus the minor part that budget allows; a few rounds settle the fixed point from above).
+    available = {lang: sum(cost(t) for t in paragraphs[lang]) for lang in with_prose}
+    budget: float = float("inf") if tokens_per_language is None else float(tokens_per_language)
+    if with_prose:
+        budget = min(budget, *(available[lang] / (1 - PROSE_MINOR_SHARE) for lang in with_prose))
+        for _ in range(5):
+            budget = min(budget, *(available[lang] + pick_minor(lang, PROSE_MINOR_SHARE * budget)[1]
+                                   for lang in with_prose))
+    texts: list[str] = []
+    labels: list[str] = []
+    stats: dict[str, dict[str, Any]] = {}
+    for lang in languages:
+        chosen, minor_tokens = pick_minor(lang, PROSE_MINOR_SHARE * budget if lang in with_prose else budget)
+        prose_tokens = 0
+        prose_documents = 0
+        misses = 0
+        for text in paragraphs[lang]:
+            if minor_tokens + prose_tokens >= budget or misses >= _PROSE_FIT_TRIES:
+                break
+            if minor_tokens + prose_tokens + cost(text) > budget:
+                misses += 1
+                continue
+            chosen.append(text)
+            prose_tokens += cost(text)
+            prose_documents += 1
+        texts.extend(chosen)
+        labels.extend([lang] * len(chosen))
+        tokens = minor_tokens + prose_tokens
+        stats[lang] = {"documents": len(chosen), "words": sum(len(t.split()) for t in chosen),
+                       "tokens" if tokenizer is not None else "tokens_estimated": tokens,
+                       "sources": sources[lang] + (package_sources(lang) if lang in with_prose else []),
+                       "catalog_files": files_read[lang], "prose_documents": prose_documents,
+                       "prose_tokens": prose_tokens, "prose_share": round(prose_tokens / max(tokens, 1), 3)}
         if tokenizer is None:
             stats[lang]["tokens"] = f"~{tokens}"
     order = list(range(len(texts)))

@@ -54,6 +54,16 @@ if ! command -v firefox-esr >/dev/null 2>&1 && ! command -v firefox >/dev/null 2
     || echo "[setup] firefox-esr could not be installed; the Firefox test will be skipped"
 fi
 
+# -- natural prose for the SAE corpus: pinned Debian documentation packages, downloaded and unpacked into the
+# user's cache folder (not installed; interp/prose.py, interp/data/prose_manifest.json). Checked on every run.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 \
+    && ! .venv/bin/python -c "import sys; from interp.prose import prose_available; sys.exit(not prose_available())" \
+      >/dev/null 2>&1; then
+  echo "[setup] fetching the pinned prose packages (LibreOffice help, Debian Reference; en/fr/es/de) for the SAE corpus"
+  (apt-get update -qq && .venv/bin/python -m interp.prose fetch) >/dev/null 2>&1 \
+    || echo "[setup] the prose packages could not be fetched (see: .venv/bin/python -m interp.prose fetch); the SAE corpus needs them, or INTERP_CORPUS_PROSE=0"
+fi
+
 # -- .venv-tl4: transformer-lens 4, bridge backend only, no sae-lens ------------------------------------
 stamp4=.venv-tl4/.interp-setup-stamp
 want4=$(cat pyproject.toml constraints-tl4.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)

@@ -27,28 +27,27 @@ Feature Steering", arXiv 2507.13410):
 Everything runs as batched generations (:mod:`interp.generation`): a sweep puts every (condition, prompt)
 pair in one batched, KV-cached generation with a per-row steering hook.
 
+The library capability built on these parts — choosing a setting by its effect, the coherence judge, the
+:class:`~interp.steering.SteeringChoice` and ``interp.steer_language`` — is :mod:`interp.steering`.
+
 Examples:
     >>> import interp
     >>> lm = interp.load_model("tiny-gpt2")        # random weights: the text is noise, the plumbing is real
-    >>> out = interp.steer_language(lm, "The weather today is", target="fr", method="mean-diff", layer=1,
-    ...                             max_new_tokens=4, evaluate=False)
-    >>> len(out.texts), out.fluent_success_rate         # evaluate=False: no scores, the rates are NaN
-    (1, nan)
-    >>> # skipped: loads gemma-3-270m (seconds after the first conversion) and the language scorers
-    >>> result = interp.steer_language("gemma-3-270m", "The weather today is", target="fr",
-    ...                                method="mean-diff", layer=9, strength=1.0)   # doctest: +SKIP
-    >>> result.texts[0], result.languages[0]                                        # doctest: +SKIP
+    >>> vectors = mean_difference_directions(lm, [1], ["fr"])
+    >>> spec = SteeringSpec(layer=1, direction=vectors[("fr", 1)], coefficient=1.0)
+    >>> state = GenerationState()
+    >>> out = generate(lm, ["The weather today is"], 4, fwd_hooks=steering_hooks([spec], state), state=state)
+    >>> len(out.token_ids[0])
+    4
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -840,8 +839,10 @@ class SteeringResult:
 
     Examples:
         >>> import interp
-        >>> out = interp.steer_language("tiny-gpt2", "the cat", "fr", method="mean-diff", layer=1,
-        ...                             max_new_tokens=2, evaluate=False)
+        >>> from interp.steering import SteeringChoice
+        >>> choice = SteeringChoice(method="mean-diff", model="tiny-gpt2", backend=interp.load_model("tiny-gpt2").backend,
+        ...                         target="fr", layer=1, strength=0.1)
+        >>> out = interp.steer_language("tiny-gpt2", "the cat", "fr", choice=choice, max_new_tokens=2, evaluate=False)
         >>> out.success, out.success_rate
         ([None], nan)
         >>> "success=not measured" in repr(out)
@@ -917,204 +918,6 @@ def default_layer(lm: LoadedModel) -> int:
     return DEFAULT_LAYERS.get(lm.name, lm.n_layers // 2)
 
 
-_FEATURE_CACHE: dict[tuple[Any, ...], tuple[Any, Any, LanguageFeatures]] = {}
-
-
-def _cached_features(trained: Any, lm: LoadedModel, language: str, pooling: str,
-                     ranking: str) -> LanguageFeatures:
-    """Discovery for one (SAE, language), remembered for repeated ``steer_language`` calls (a few entries;
-    keyed by object identity, checked with ``is`` so a recycled ``id`` cannot return stale features)."""
-    key = (id(lm), id(trained.sae), str(trained.path), language, pooling, ranking)
-    hit = _FEATURE_CACHE.get(key)
-    if hit is not None and hit[0] is lm and hit[1] is trained.sae:
-        return hit[2]
-    features = discover_language_features(lm, [trained], [language], pooling=pooling, top_k=5,
-                                          standardise=ranking == "standardised",
-                                          monolinguality=ranking == "monolinguality")
-    while len(_FEATURE_CACHE) >= 8:
-        _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
-    _FEATURE_CACHE[key] = (lm, trained.sae, features)
-    return features
-
-
-def steer_language(
-    model: LoadedModel | str,
-    prompt: str | Sequence[str],
-    target: str = "fr",
-    *,
-    sae: Any = None,
-    layer: int | None = None,
-    strength: float | None = None,
-    mode: Mode | None = None,
-    positions: Positions | None = None,
-    method: Method = "sae",
-    feature: int | None = None,
-    pooling: str = "features",
-    ranking: str = "monolinguality",
-    max_new_tokens: int = 24,
-    batch_size: int = 16,
-    evaluate: bool = True,
-    identifier: LanguageIdentifier | None = None,
-    embedder: Embedder | None = None,
-) -> SteeringResult:
-    """Generate from ``prompt`` with the language steered towards ``target``, and score the result.
-
-    Args:
-        model: a loaded model or a model name.
-        prompt: one prompt or a list (generated as one batch).
-        target: ISO 639-1 code of the target language (``fr``, ``es``, ``de`` have shipped sentences).
-        sae: a :class:`interp.sae.TrainedSAE`, an SAE folder, or None: the setting the ``language-steering``
-            analysis chose and saved for ``target`` on this model (its SAE, layer, feature, strength, mode and
-            positions; see :func:`saved_steering_choice`) when nothing else is given, else the suite's cached
-            SAE for ``layer`` (method ``sae`` only; training takes minutes on first use).
-        layer: block whose ``hook_resid_post`` is edited (default: the saved choice's, the SAE's layer, or the
-            suite's default layer for the model).
-        strength: α (``add``: ``α·Δ_f·d_f`` or ``α·v``; ``clamp``: ``c = α × mean target activation``);
-            default: the saved choice's, else 1.
-        mode: ``add`` or ``clamp`` (default: the saved choice's, else ``add``).
-        positions: ``all`` or ``new`` (the last prompt position and generated ones; default: the saved
-            choice's, else ``all``).
-        method: ``sae`` (one SAE feature) or ``mean-diff`` (difference of mean residuals).
-        feature: SAE feature index (default: the top discovered feature for ``target``).
-        pooling: how discovery pools a sentence (``features``: token-mean SAE activations, the default;
-            ``mean`` or ``last``: see :func:`discover_language_features`). The mean-difference baseline
-            uses last-token residuals unless ``mean`` is asked for.
-        ranking: how discovery ranks features: ``monolinguality`` (default, as the ``language-steering``
-            analysis), ``delta`` or ``standardised``.
-        evaluate: score language, fluency and fidelity (loads the scorers); False returns texts only, with
-            every score "not measured" (None / NaN, see :class:`SteeringResult`).
-        identifier, embedder: injectable scorers (defaults: fastText lid.176 lite, multilingual-e5-small).
-
-    The model is unchanged afterwards: the steering hook is removed when generation ends.
-
-    Examples:
-        >>> import interp
-        >>> # skipped: loads gemma-3-270m and the language scorers (fastText, multilingual-e5)
-        >>> out = interp.steer_language("gemma-3-270m", "The weather today is", "de", method="mean-diff")  # doctest: +SKIP
-        >>> out.texts[0], out.success[0]                                                                  # doctest: +SKIP
-    """
-    from interp.models import load_model
-
-    lm = load_model(model) if isinstance(model, str) else model
-    if lm.is_encoder:
-        raise OptionError(f"{lm.name} is an encoder and cannot generate: steer a decoder model")
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    if not prompts:
-        raise OptionError("give at least one prompt")
-    if method not in METHODS:
-        raise OptionError(f"method must be one of {METHODS}, got {method!r}")
-    if not re.fullmatch(r"[a-z]{2,3}", target or ""):
-        raise OptionError(f"target must be a language code such as fr, es, de; got {target!r}")
-    if ranking not in RANKINGS:
-        raise OptionError(f"ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
-    ctx = SteeringContext(lm)
-    choice: dict[str, Any] | None = None
-    if method == "sae" and sae is None and layer is None and feature is None and strength is None:
-        saved = saved_steering_choice(lm, target)
-        if saved is not None:
-            sae, choice = saved
-            feature, strength = int(choice["feature"]), float(choice["strength"])
-            mode = mode or choice.get("mode", "add")
-            positions = positions or choice.get("positions", "all")
-    strength = 1.0 if strength is None else strength
-    mode = mode or "add"
-    positions = positions or "all"
-    if not math.isfinite(strength):
-        raise OptionError(f"strength must be a finite number, got {strength}")
-    if method == "sae":
-        trained = _resolve_sae(lm, sae, layer)
-        if layer is not None and layer != trained.layer:
-            raise OptionError(f"the SAE reads layer {trained.layer} but layer={layer} was asked for")
-        layer = trained.layer
-        ctx.saes[layer] = trained
-        ctx.features = _cached_features(trained, lm, target, pooling, ranking)
-    else:
-        layer = default_layer(lm) if layer is None else layer
-        if not 0 <= layer < lm.n_layers:
-            raise OptionError(f"layer must be in 0..{lm.n_layers - 1} for {lm.name}, got {layer}")
-        ctx.add_mean_diffs([layer], [target], pooling="last" if pooling == "features" else pooling)
-    condition = Condition(language=target, method=method, layer=layer, strength=strength, mode=mode,
-                          positions=positions, feature=feature)
-    spec = ctx.spec(condition)
-    settings = {"target": target, "method": method, "layer": layer, "strength": strength, "mode": mode,
-                "positions": positions, "pooling": pooling, "ranking": ranking, "coefficient": spec.coefficient,
-                "target_value": spec.target_value,
-                "feature": feature if method == "sae" and feature is not None else (
-                    ctx.features.top(target, layer) if method == "sae" and ctx.features else None),
-                "saved_choice": choice}
-    if not evaluate:
-        state = GenerationState()
-        out = generate(lm, prompts, max_new_tokens, fwd_hooks=steering_hooks([spec] * len(prompts), state),
-                       state=state, batch_size=batch_size)
-        n = len(prompts)
-        nan = [float("nan")] * n
-        return SteeringResult(prompts, out.texts, [None] * n, [None] * n, nan, [None] * n, [None] * n, nan, nan,
-                              float("nan"), settings, out.seconds, evaluated=False)
-    sweep = run_sweep(ctx, [condition], prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                      identifier=identifier, embedder=embedder)
-    f = sweep.frame
-    return SteeringResult(
-        prompts=prompts, texts=list(f["text"]), baseline_texts=list(f["baseline_text"]),
-        languages=list(f["detected"]), confidences=list(f["confidence"]), success=list(f["success"]),
-        fluent=list(f["fluent"]), fidelity=list(f["fidelity"]), fluency_loss=list(f["fluency_loss"]),
-        unrelated_similarity=sweep.unrelated_similarity, settings=settings, seconds=sweep.generation_seconds,
-    )
-
-
-#: File, inside an SAE's cache folder, holding the ``language-steering`` analysis's chosen settings for it.
-CHOICES_FILE = "steering_choices.json"
-
-
-def save_steering_choice(trained: Any, language: str, choice: dict[str, Any]) -> Path | None:
-    """Record, beside the SAE it belongs to, the setting the ``language-steering`` analysis chose for
-    ``language`` (layer, feature, strength, mode, positions and the scores it was chosen and reported on),
-    so ``steer_language(lm, prompts, language)`` with no further arguments uses it.
-
-    Returns the file written, or None for an SAE that has no folder.
-    """
-    from interp.results import atomic_write
-
-    if trained.path is None:
-        return None
-    path = Path(trained.path) / CHOICES_FILE
-    choices = json.loads(path.read_text()) if path.is_file() else {}
-    choices[language] = {**choice, "layer": int(trained.layer), "hook_name": trained.hook_name}
-    atomic_write(path, json.dumps(choices, indent=2, default=str))
-    return path
-
-
-def saved_steering_choice(lm: LoadedModel, language: str, *, sae_seed: int = 0) -> tuple[Any, dict[str, Any]] | None:
-    """The analysis's saved choice for ``language`` on this model (and SAE seed), with its SAE, or None.
-
-    Among the model's cached SAEs of the default recipe that carry a choice for ``language``, the one the
-    analysis chose across layers wins: every SAE layer of a run records its best setting with the held-out
-    and tuning scores, and the analysis's choice is the best on the tuning prompts.
-    """
-    from interp.sae import DEFAULT_SAE, SAE_BUILD_VERSION, load_sae, sae_root
-
-    best: tuple[float, Path, dict[str, Any]] | None = None
-    for choices_path in sorted(sae_root(lm).glob(f"*/{CHOICES_FILE}")):
-        info_path = choices_path.parent / "interp_sae.json"
-        if not info_path.is_file():
-            continue
-        settings = json.loads(info_path.read_text()).get("settings", {})
-        recipe = {k: settings.get(k) for k in ("d_sae", "k", "training_tokens", "epochs")}
-        if recipe != {k: DEFAULT_SAE[k] for k in ("d_sae", "k", "training_tokens", "epochs")}:
-            continue
-        if settings.get("seed") != sae_seed or settings.get("backend", lm.backend) != lm.backend:
-            continue
-        if int(settings.get("build", 1)) != SAE_BUILD_VERSION:  # an older build of the recipe: not reproducible
-            continue
-        entry = json.loads(choices_path.read_text()).get(language)
-        if entry and entry.get("chosen", True):
-            score = float(entry.get("tuning_fluent_success", 0.0))
-            if best is None or score > best[0]:
-                best = (score, choices_path.parent, entry)
-    if best is None:
-        return None
-    return load_sae(best[1]), best[2]
-
-
 def _resolve_sae(lm: LoadedModel, sae: Any, layer: int | None) -> TrainedSAE:
     from interp.sae import TrainedSAE, load_sae, train_sae
 
@@ -1138,6 +941,6 @@ __all__ = [
     "Condition", "LanguageFeatures", "SteeringContext", "SteeringResult", "SteeringSpec", "SweepResult",
     "continuation_loss", "discover_language_features", "distinct_word_ratio", "e5_embedder",
     "fasttext_language_identifier", "fidelity", "head_projections", "mean_difference_directions",
-    "pooled_residuals", "run_sweep", "save_steering_choice", "saved_steering_choice", "score_language",
-    "steer_language", "steering_hooks",
+    "pooled_residuals", "run_sweep", "score_language",
+    "steering_hooks",
 ]

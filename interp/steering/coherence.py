@@ -22,7 +22,7 @@ Examples:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,7 +95,7 @@ class CoherenceJudge:
 
 
 def coherence_judge(
-    lm: LoadedModel, texts_by_language: dict[str, Sequence[str]], *, max_tokens: int = 24, quantile: float = 0.95,
+    lm: LoadedModel, texts_by_language: Mapping[str, Sequence[str]], *, max_tokens: int = 24, quantile: float = 0.95,
     windows_per_text: int = 2, seed: int = 0,
 ) -> CoherenceJudge:
     """Calibrate a :class:`CoherenceJudge` on natural text of each language.

@@ -30,7 +30,7 @@ Examples:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +42,7 @@ from interp.models import LoadedModel
 
 
 def language_token_sets(
-    lm: LoadedModel, texts_by_language: dict[str, Sequence[str]], *, min_count: int = 3, min_ratio: float = 4.0,
+    lm: LoadedModel, texts_by_language: Mapping[str, Sequence[str]], *, min_count: int = 3, min_ratio: float = 4.0,
 ) -> dict[str, Int[Tensor, " n"]]:
     """Token ids typical of each language: counted over ``texts_by_language`` (every text encoded without
     BOS), a token belongs to language L when it occurs at least ``min_count`` times in L's text and its rate

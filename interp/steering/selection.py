@@ -55,9 +55,9 @@ from interp.steering.evaluate import baseline, evaluate_edits, summarise
 #: Languages whose text the token sets and input scores compare (the shipped matched sentences).
 LANGUAGES = ("en", "fr", "es", "de")
 #: Strengths screened, as fractions of the residual norm r̄ at the edited layer.
-DEFAULT_STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.65)
+DEFAULT_STRENGTHS = (0.04, 0.06, 0.08, 0.1, 0.13)
 #: Strength of the one-pass output score (a fraction of r̄).
-PROBE_STRENGTH = 0.4
+PROBE_STRENGTH = 0.1
 
 
 class Stages:
@@ -313,7 +313,7 @@ def _ranked(summary: pd.DataFrame, meta: dict[str, dict[str, Any]]) -> pd.DataFr
     summary = summary.copy()
     summary["method"] = [meta[label]["method"] for label in summary["label"]]
     summary["strength"] = [meta[label]["strength"] for label in summary["label"]]
-    summary["features"] = [list(meta[label]["features"])[:8] for label in summary["label"]]
+    summary["features"] = [list(meta[label]["features"]) for label in summary["label"]]
     keys = ["coherent_success", "fluent_success", "success"] if "coherent_success" in summary else ["fluent_success", "success"]
     summary["_neg_strength"] = -summary["strength"]
     ordered = summary.sort_values([*keys, "_neg_strength"], ascending=False, kind="stable")

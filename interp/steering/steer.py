@@ -69,6 +69,18 @@ def choice_cache_path(lm: LoadedModel, target: str, method: str, *, sae_digest: 
     return cache_dir() / "steering" / safe_model / lm.backend / f"{method}-{target}-{tag}.json"
 
 
+def cached_choices(lm: LoadedModel, target: str | None = None, method: str | None = None) -> list[Path]:
+    """The choices cached for this model and backend (newest first), optionally for one language and method;
+    nothing is selected or trained."""
+    from interp.cache import cache_dir
+
+    safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in lm.name)
+    folder = cache_dir() / "steering" / safe_model / lm.backend
+    pattern = f"{method or '*'}-{target or '*'}-*.json"
+    found = [p for p in folder.glob(pattern) if not p.name.startswith(".")] if folder.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def _load_sae_for(lm: LoadedModel, choice: SteeringChoice, sae: Any) -> Any:
     """The SAE a choice steers with: the one given, else the choice's folder; its digest must match."""
     from interp.attribution.language_steering import _resolve_sae
@@ -244,7 +256,7 @@ def steer_language(
     scores = score_language(out.texts, target, identifier)
     judge = default_judge(lm, [target], max_tokens=max_new_tokens)
     verdicts, _ = judge.judge(lm, out.token_ids, [target] * n)
-    coherent = [bool(f and v) for f, v in zip(scores.fluent, verdicts, strict=True)]
+    coherent: list[bool | None] = [bool(f and v) for f, v in zip(scores.fluent, verdicts, strict=True)]
     fid = fidelity(out.texts, base.texts, embedder)
     losses = continuation_loss(lm, out.prompt_ids, out.token_ids)
     return SteeringResult(
@@ -256,4 +268,4 @@ def steer_language(
     )
 
 
-__all__ = ["METHODS", "cached_or_selected_choice", "choice_cache_path", "steer_language"]
+__all__ = ["METHODS", "cached_choices", "cached_or_selected_choice", "choice_cache_path", "steer_language"]

@@ -134,9 +134,13 @@ def test_language_steering_frames_agree(pair, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
     held_out = interp.sae.default_eval_texts()
     monkeypatch.setattr(interp.sae, "default_eval_texts", lambda: held_out[::max(1, len(held_out) // 12)][:12])
-    a, b = _both(pair, "language-steering", steering_prompts()[:8], layer="1", languages="fr",
-                 strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1, blind_prompts=3,
-                 candidates=2, max_new_tokens=4, sae_tokens=4096, sae_width=256, sae_k=16, sae_epochs=1, top_heads=1)
+    import interp.steering.selection as selection
+
+    real_reference = selection.reference_texts
+    monkeypatch.setattr(selection, "reference_texts", lambda langs: {k: v[:40] for k, v in real_reference(langs).items()})
+    a, b = _both(pair, "language-steering", steering_prompts()[:8], layer="1", languages="fr", strengths="0.05,0.1",
+                 md_layer=3, candidates=2, screen_prompts=3, confirm_prompts=2, heldout_from=4, blind_prompts=3,
+                 max_new_tokens=4, sae_tokens=4096, sae_width=256, sae_k=16, sae_epochs=1)
     assert_same_frame(a, b, rtol=1e-3, atol=1e-4)
 
 

@@ -23,7 +23,7 @@ def test_the_readme_python_tour_runs_as_written(gemma, tmp_path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
     assert blocks, "README.md has no python block"
     tour = blocks[0]
-    probe = tour + "\nprint('TOUR', repr(out.texts[0])[:60], out.fluent_success_rate)\n"
+    probe = tour + "\nprint('TOUR', repr(out.texts[0])[:60], out.coherent_success_rate)\n"
     env = {**os.environ, "PLOTLY_RENDERER": "json", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env=env)

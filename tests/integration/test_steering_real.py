@@ -9,7 +9,9 @@ on one machine: the SAE is trained by the test into a temporary cache folder.
 from __future__ import annotations
 
 import math
+import random
 
+import pytest
 import torch
 
 import interp
@@ -43,16 +45,21 @@ def test_gemma_generation_matches_naive_greedy_and_hugging_face(gemma, hf_refere
 
 
 def test_gemma_mean_difference_steering_speaks_french(gemma) -> None:
-    """The public call, mean-difference baseline at layer 9, α = 1, on held-out prompts (never used for
-    discovery), judged by fastText lid.176 — the independent reference."""
+    """The public call with a dense mean-difference choice at layer 9 (strength 0.08 of the residual norm: about
+    the size of the raw mean difference), on held-out prompts (never used for discovery), judged by fastText
+    lid.176 — the independent reference — and by the coherence judge."""
+    from interp.steering import SteeringChoice
+
     prompts = steering_prompts()[12:16]
     before = generate(gemma, prompts[:1], 12).token_ids
-    out = interp.steer_language(gemma, prompts, target="fr", method="mean-diff", layer=9, strength=1.0,
-                                max_new_tokens=16)
-    # Seen (8 prompts 12–19, 16 tokens): 8/8 French, every one fluent; the unsteered continuations are English.
+    choice = SteeringChoice(method="mean-diff", model=gemma.name, backend=gemma.backend, target="fr", layer=9,
+                            strength=0.08)
+    out = interp.steer_language(gemma, prompts, target="fr", choice=choice, max_new_tokens=16)
     assert sum(lang == "en" for lang in _languages(out.baseline_texts)) >= 3
     assert out.languages.count("fr") >= 3
     assert out.fluent_success_rate >= 0.75
+    assert out.coherent_success_rate <= out.fluent_success_rate and len(out.coherent) == 4
+    assert out.settings["edit_norm"] == pytest.approx(0.08 * out.settings["residual_norm"])
     assert all(-1.0 <= f <= 1.0 for f in out.fidelity) and math.isfinite(out.unrelated_similarity)
     assert all(math.isfinite(loss) and loss > 0 for loss in out.fluency_loss)
     # hooks are gone and the model is unchanged
@@ -122,54 +129,87 @@ def test_gemma_sae_pipeline(gemma, tmp_path, monkeypatch) -> None:
     features = discover_language_features(gemma, [trained], ["fr"], top_k=3)
     frame = features.to_frame()
     assert len(frame) == 3 and frame["score"].is_monotonic_decreasing
-    # steer_language's default discovery is the analysis's: monolinguality ratio on token-mean features.
+    # SAE steering through the public call with an explicit choice: the top feature by monolinguality, clamped
+    from interp.steering import SteeringChoice
+    from interp.steering.selection import _sae_digest
+
     by_ratio = discover_language_features(gemma, [trained], ["fr"], top_k=3, pooling="features", monolinguality=True)
     assert by_ratio.frame["monolinguality"].iloc[0] >= by_ratio.frame["monolinguality"].iloc[-1]
-    out = interp.steer_language(gemma, steering_prompts()[:2], target="fr", sae=trained, strength=4.0, mode="clamp",
-                                positions="new", max_new_tokens=4, evaluate=False)
-    assert out.settings["feature"] == by_ratio.top("fr", 1) and len(out.texts) == 2
+    feature = by_ratio.top("fr", 1)
+    choice = SteeringChoice(method="sae", model=gemma.name, backend=gemma.backend, target="fr", layer=1, strength=0.1,
+                            mode="clamp", positions="new", features=(feature,), sae_path=str(trained.path),
+                            sae_digest=_sae_digest(trained))
+    out = interp.steer_language(gemma, steering_prompts()[:2], target="fr", choice=choice, max_new_tokens=4,
+                                evaluate=False)
+    assert out.settings["features"] == [feature] and len(out.texts) == 2
     assert gemma.active_hook_count() == 0
+
+
+def test_gemma_output_scores_and_coherence_judge(gemma) -> None:
+    """On real weights: the dense French direction raises the next-token mass on French tokens far more than on
+    German ones (output score, in one batched pass); the coherence judge calibrated on held-out French prose
+    passes most held-out French windows it was not calibrated on and fails the same words shuffled."""
+    from interp.attribution.language_steering import mean_difference_directions
+    from interp.corpus import parallel_prose
+    from interp.steering import coherence_judge, language_token_sets, output_scores, residual_norm
+    from interp.steering.selection import _texts_by_language
+
+    sets = language_token_sets(gemma, _texts_by_language(("en", "fr", "es", "de"), gemma.tokenizer, 8000))
+    assert min(len(v) for v in sets.values()) > 50
+    english = steering_prompts()[:6]
+    sentences = parallel_sentences("discovery")
+    norm = residual_norm(gemma, 9, sentences["en"] + sentences["fr"])
+    french = mean_difference_directions(gemma, [9], ["fr"])[("fr", 9)]
+    scores = {lang: output_scores(gemma, 9, french[None], sets[lang], english, strength=0.1, norm=norm)
+              for lang in ("fr", "de")}
+    # Seen: fr shift 0.25 (mass 0.01 -> 0.26), de shift 0.00.
+    assert float(scores["fr"].shift[0]) > 0.1 > float(scores["de"].shift[0])
+    prose = parallel_prose("heldout")["fr"]
+    judge = coherence_judge(gemma, {"fr": prose[:120]}, max_tokens=16)
+    rows = [gemma.encode(p, prepend_bos=False)[:16] for p in prose[120:160]]
+    ok = sum(judge.judge(gemma, rows, ["fr"] * len(rows))[0]) / len(rows)
+    rng = random.Random(0)
+    shuffled = []
+    for p in prose[120:160]:
+        words = p.split()[:12]
+        rng.shuffle(words)
+        shuffled.append(gemma.encode(" ".join(words), prepend_bos=False)[:16])
+    bad = sum(judge.judge(gemma, shuffled, ["fr"] * len(shuffled))[0]) / len(shuffled)
+    # Seen: natural 0.93, shuffled 0.10.
+    assert ok >= 0.8 and bad <= 0.35
 
 
 def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> None:
     """The whole ``language-steering`` analysis on gemma at a reduced size (a 256-latent SAE at layer 1 trained
-    in a temporary cache, one language, two strengths, 4 screening + 4 confirmation + 4 held-out + 3 blind-test
-    prompts, 4 tokens): every stage runs, the chosen setting is reported on held-out prompts only (and the blind
-    test on the chosen settings only), the report is written
-    and the model has no hooks left. The headline numbers come from the default run (see docs/analyses/language-steering.md)."""
+    in a temporary cache, one language, two strengths, 3 screening + 2 confirmation + 4 held-out + 3 blind-test
+    prompts, 4 tokens): every stage runs, every method is reported on the held-out and blind-test prompts, the
+    candidates carry input and output scores, the report is written and the model has no hooks left. The headline
+    numbers come from the default run (see docs/analyses/language-steering.md)."""
     import interp.sae
+    import interp.steering.selection as selection
 
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
     held_out = interp.sae.default_eval_texts()  # the SAE's quality on 12 of them: its full-vocabulary loss is slow
     monkeypatch.setattr(interp.sae, "default_eval_texts", lambda: held_out[::max(1, len(held_out) // 12)][:12])
+    real_reference = selection.reference_texts
+    monkeypatch.setattr(selection, "reference_texts", lambda langs: {k: v[:40] for k, v in real_reference(langs).items()})
     prompts = steering_prompts()[:8]
     result = interp.run("language-steering", gemma, prompts, progress=False, layer="1", languages="fr",
-                        strengths="8,32", md_layers="3", tune_prompts=4, extra_tune_prompts=4, finalists=1,
-                        blind_prompts=3,
-                        candidates=2, max_new_tokens=4, sae_tokens=4096, sae_width=256, sae_k=16, sae_epochs=1,
-                        top_heads=1)
-    frame = result.frame
-    screen = frame[frame["split"] == "tuning-screen"]
-    # 2 candidate features x 2 strengths + the mean difference at layers 1 (the SAE's) and 3.
-    assert len(screen[screen["metric"] == "fluent_success"]) == 2 * 2 + 2
-    assert screen[screen["metric"] == "fluency_loss"]["value"].isna().all()  # not measured while screening
-    confirmed = frame[(frame["split"] == "tuning") & (frame["metric"] == "fluent_success")]
-    # The SAE finalist in add and in clamp mode, and both mean-difference layers.
-    assert len(confirmed) == 2 + 2 and set(confirmed["mode"]) == {"add", "clamp"}
-    confirmation = next(t for name, t in result.tables.items() if name.startswith("Tuning confirmation"))
-    assert set(confirmation["prompts"]) == {4 + 4}  # the screening prompts and the extra tuning prompts
-    held = frame[(frame["split"] == "heldout") & (frame["metric"] == "fluency_loss")]
-    # The chosen SAE setting and its two other mode / positions variants, and the chosen mean difference.
-    assert len(held) == 4 and held["value"].notna().all()
-    blind = frame[(frame["split"] == "blind-test") & (frame["metric"] == "fluent_success")]
-    assert len(blind) == 2  # the chosen SAE setting and the chosen mean difference, nothing else
+                        strengths="0.05,0.1", md_layer=3, candidates=2, screen_prompts=3, confirm_prompts=2,
+                        heldout_from=4, blind_prompts=3, max_new_tokens=4, sae_tokens=4096, sae_width=256, sae_k=16,
+                        sae_epochs=1)
     headline = next(t for name, t in result.tables.items() if name.startswith("Headline"))
-    assert set(headline["prompts"]) == {4} and list(headline["method"]) == ["sae", "mean-diff"]
-    assert set(headline["blind-test prompts"]) == {3}
-    assert "fluent_success_sae_blind_test" in result.metadata["summary"]
-    chosen = result.metadata["summary"]["chosen_features"]["fr"]
-    assert chosen in result.metadata["parameters"]["candidates"]["fr L1"]
+    assert "chosen (SAE)" in set(headline["method"]) and "dense mean-diff" in set(headline["method"])
+    assert len(headline) >= 3  # the chosen setting, the other SAE kinds screened, and the dense direction
+    summary = result.tables["Per language, split and method"]
+    assert set(summary[summary["split"] == "held-out"]["prompts"]) == {4}
+    assert set(summary[summary["split"] == "blind test"]["prompts"]) == {3}
+    candidates = next(t for name, t in result.tables.items() if name.startswith("Candidate features"))
+    assert {"output_shift", "monolinguality", "delta", "logit_lens_share"} <= set(candidates.columns)
+    assert candidates["output_shift"].is_monotonic_decreasing
+    frame = result.frame
+    assert set(frame[frame["metric"] == "coherent_success"]["split"]) == {"held-out", "blind test"}
     path = result.to_html(tmp_path / "language-steering.html")
-    assert path.is_file() and "Tuning confirmation" in path.read_text(encoding="utf-8")
+    assert path.is_file() and "Candidate features" in path.read_text(encoding="utf-8")
     assert gemma.active_hook_count() == 0

@@ -81,7 +81,7 @@ def test_every_all_under_interp_lists_only_the_suites_own_names():
             "interp/attribution/language_steering.py"} <= set(checked)
 
 
-@pytest.mark.parametrize("module", ["interp", "interp.models", "interp.backends",
+@pytest.mark.parametrize("module", ["interp", "interp.models", "interp.backends", "interp.steering",
                                     "interp.attribution.language_steering"])
 def test_every_exported_name_exists(module):
     import importlib

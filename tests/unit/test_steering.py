@@ -8,7 +8,6 @@ orthonormal decoder rows with row ``PLANTED`` equal to ``u`` (``W_enc = W_decᵀ
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -25,7 +24,6 @@ from interp.attribution.language_steering import (
     mean_difference_directions,
     run_sweep,
     score_language,
-    steer_language,
     steering_hooks,
     token_mean_features,
 )
@@ -35,6 +33,7 @@ from interp.errors import OptionError, PromptError
 from interp.generation import GenerationState, generate
 from interp.models.tiny import byte_tokenizer
 from interp.sae import TrainedSAE, sae_quality
+from interp.steering import steer_language
 
 needs_hooked = pytest.mark.skipif("hooked" not in available_backends(),
                                   reason="the installed transformer-lens (4.x) has no HookedTransformer")
@@ -430,51 +429,35 @@ def test_head_projections_equal_a_per_row_brute_force(tiny_llama, positions) -> 
     assert not torch.allclose(on, off, atol=1e-3)  # the edit reaches the later layer's heads
 
 
-def test_unevaluated_steering_reports_its_rates_as_not_measured(tiny_gpt2) -> None:
+def test_unevaluated_steering_reports_its_rates_as_not_measured(tiny_gpt2, monkeypatch) -> None:
     """``evaluate=False`` generates only: success is not 0 % but unknown (NaN rates, None per prompt) and
     every display says so; the evaluated call still reports numbers."""
+    import interp.steering.steer as steer
+    from interp.steering import SteeringChoice
+    from interp.steering.coherence import CoherenceJudge
+
     prompts = ["the house is", "we"]
-    out = steer_language(tiny_gpt2, prompts, "fr", method="mean-diff", layer=0, max_new_tokens=3, evaluate=False)
+    choice = SteeringChoice(method="mean-diff", model=tiny_gpt2.name, backend=tiny_gpt2.backend, target="fr", layer=0,
+                            strength=0.2)
+    out = steer_language(tiny_gpt2, prompts, "fr", choice=choice, max_new_tokens=3, evaluate=False)
     assert math.isnan(out.success_rate) and math.isnan(out.fluent_success_rate)
+    assert math.isnan(out.coherent_success_rate)
     assert len(out.texts) == 2 and not out.evaluated
     assert out.success == [None, None] and out.fluent == [None, None] and out.languages == [None, None]
     assert "success=not measured" in repr(out) and "fluent_success=not measured" in repr(out)
     frame = out.to_frame()
     assert frame["success"].isna().all() and frame["fluent"].isna().all() and frame["detected"].isna().all()
-    scored = steer_language(tiny_gpt2, prompts, "fr", method="mean-diff", layer=0, max_new_tokens=3,
+    assert frame["coherent"].isna().all()
+    import numpy as np
+
+    monkeypatch.setattr("interp.steering.selection.default_judge",
+                        lambda lm, langs, max_tokens=24: CoherenceJudge({"fr": np.full(25, 1e9)}, 0.95))
+    del steer
+    scored = steer_language(tiny_gpt2, prompts, "fr", choice=choice, max_new_tokens=3,
                             identifier=lambda texts: [("fr", 0.9)] * len(texts), embedder=_stub_embedder)
     assert scored.evaluated and scored.success_rate == 1.0 and scored.success == [True, True]
     assert "success=1" in repr(scored) and "not measured" not in repr(scored)
     assert scored.texts == out.texts  # the same greedy generation, scored or not
-
-
-def test_steer_language_public_call_and_errors() -> None:
-    lm, trained, _, _ = _planted()
-    with pytest.raises(OptionError):
-        steer_language(lm, "abc", "fr", method="nope")  # type: ignore[arg-type]
-    with pytest.raises(OptionError):
-        steer_language(lm, "abc", "fr", sae=trained, layer=1)
-    with pytest.raises(OptionError):
-        steer_language(lm, [], "fr", method="mean-diff")
-    with pytest.raises(OptionError, match="ranking"):
-        steer_language(lm, "abc", "fr", sae=trained, ranking="largest")
-    result = steer_language(lm, ["the house is", "we"], "fr", method="mean-diff", layer=LAYER, strength=1.0,
-                            identifier=_stub_identifier(TARGET_BYTES), embedder=_stub_embedder, max_new_tokens=5)
-    assert len(result.texts) == 2 and result.settings["method"] == "mean-diff"
-    assert len(result.to_frame()) == 2
-    # The SAE path with a TrainedSAE object (discovery on the shipped fr/en sentences, remembered between
-    # calls); an explicit feature overrides the discovered one.
-    first = steer_language(lm, ["the house is"], "fr", sae=trained, strength=2.0, max_new_tokens=3, evaluate=False)
-    again = steer_language(lm, ["the house is"], "fr", sae=trained, strength=2.0, max_new_tokens=3, evaluate=False)
-    assert first.texts == again.texts and first.settings["feature"] == again.settings["feature"]
-    assert first.settings["ranking"] == "monolinguality" and first.settings["pooling"] == "features"
-    by_delta = steer_language(lm, ["the house is"], "fr", sae=trained, strength=2.0, max_new_tokens=3,
-                              evaluate=False, ranking="delta", pooling="last")
-    assert by_delta.settings["ranking"] == "delta" and isinstance(by_delta.settings["feature"], int)
-    chosen = steer_language(lm, ["the house is"], "fr", sae=trained, feature=PLANTED, mode="clamp", max_new_tokens=3,
-                            evaluate=False)
-    assert chosen.settings["feature"] == PLANTED and chosen.settings["method"] == "sae"
-    assert lm.active_hook_count() == 0
 
 
 def test_sae_quality_of_a_lossless_sae_is_perfect(tiny_gpt2) -> None:
@@ -540,18 +523,18 @@ def test_corpus_reads_exactly_the_pinned_catalogs_and_refuses_a_missing_or_alter
     assert corpus.catalog_files("fr") == [source]
     pairs, used = corpus.catalog_pairs("fr")
     assert used == [str(source)] and pairs == corpus.catalog_pairs_from([source])
-    built = corpus.build_corpus(("en", "fr"), tokens_per_language=None)
-    assert built.fingerprint == corpus.build_corpus(("en", "fr"), tokens_per_language=None).fingerprint
+    built = corpus.build_corpus(("en", "fr"), tokens_per_language=None, prose=False)
+    assert built.fingerprint == corpus.build_corpus(("en", "fr"), tokens_per_language=None, prose=False).fingerprint
     assert built.stats["fr"]["catalog_files"] == 1
 
     source.write_bytes(source.read_bytes() + b"\0")  # another version of the package
     corpus._digest.cache_clear()  # noqa: SLF001
     with pytest.raises(corpus.CorpusError, match=r"fr\.mo differs from the pinned one \(package pkg-x") as info:
-        corpus.build_corpus(("en", "fr"), tokens_per_language=None)
+        corpus.build_corpus(("en", "fr"), tokens_per_language=None, prose=False)
     assert "\n" not in str(info.value)
     source.unlink()
     with pytest.raises(corpus.CorpusError, match=r"\(Debian package pkg-x\) is missing.*INTERP_CORPUS_CATALOGS=0"):
-        corpus.build_corpus(("en", "fr"), tokens_per_language=None)
+        corpus.build_corpus(("en", "fr"), tokens_per_language=None, prose=False)
     shipped = corpus.build_corpus(("en", "fr"), tokens_per_language=None, catalogs=False)  # asked for: no error
     assert sorted(t for t, lang in zip(shipped.texts, shipped.languages, strict=True) if lang == "fr") == \
         sorted(corpus.parallel_sentences("discovery")["fr"])
@@ -585,51 +568,6 @@ def test_tuning_and_blind_test_prompts_are_disjoint_from_the_held_out_prompts_an
     assert set(extra).isdisjoint(prompts) and set(blind).isdisjoint(prompts + extra)
     english = " ".join(s for split in ("discovery", "heldout") for s in parallel_sentences(split)["en"]).lower()
     assert not [p for p in extra + prompts + blind if p.lower() in english]
-
-
-def test_steer_language_uses_the_setting_the_analysis_saved_beside_its_sae(tmp_path, monkeypatch) -> None:
-    """The analysis records its chosen (layer, feature, strength, mode, positions) in the SAE's folder;
-    ``steer_language(lm, prompts, target)`` with nothing else given must steer with exactly that setting.
-    (The planted model has no French: ``fr`` only names the target whose shipped sentences size the edit.)"""
-    from interp.attribution.language_steering import (
-        CHOICES_FILE,
-        save_steering_choice,
-        saved_steering_choice,
-        steer_language,
-    )
-    from interp.sae import DEFAULT_SAE, SAE_BUILD_VERSION, load_sae, sae_root
-
-    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
-    lm, trained, _, _ = _planted()
-    assert saved_steering_choice(lm, "fr") is None
-    folder = sae_root(lm) / "planted-default-recipe"
-    trained.sae.save_model(str(folder))
-    settings = {**{k: DEFAULT_SAE[k] for k in ("d_sae", "k", "training_tokens", "epochs")}, "seed": 0,
-                "backend": lm.backend, "build": 1}
-    (folder / "interp_sae.json").write_text(json.dumps({"hook_name": trained.hook_name, "settings": settings}))
-    save_steering_choice(load_sae(folder), "fr", {"feature": PLANTED, "strength": 3.0, "chosen": True})
-    # A choice made on an SAE of an older build of the recipe (weights that depended on the process's random
-    # state) is not picked up: the cached SAE of the current build is a different one.
-    assert saved_steering_choice(lm, "fr") is None
-    (folder / CHOICES_FILE).unlink()
-    settings["build"] = SAE_BUILD_VERSION
-    (folder / "interp_sae.json").write_text(json.dumps({"hook_name": trained.hook_name, "settings": settings}))
-    on_disk = load_sae(folder)
-    choice = {"feature": PLANTED, "strength": 3.0, "mode": "add", "positions": "new", "chosen": True,
-              "tuning_fluent_success": 0.9}
-    written = save_steering_choice(on_disk, "fr", choice)
-    assert written == folder / CHOICES_FILE and json.loads(written.read_text())["fr"]["layer"] == LAYER
-
-    out = steer_language(lm, ["the cat"], "fr", max_new_tokens=3, evaluate=False)
-    used = out.settings
-    assert used["saved_choice"]["feature"] == PLANTED
-    assert (used["feature"], used["strength"], used["mode"], used["positions"], used["layer"]) == \
-        (PLANTED, 3.0, "add", "new", LAYER)
-    explicit = steer_language(lm, ["the cat"], "fr", sae=on_disk, feature=PLANTED, strength=3.0, positions="new",
-                              max_new_tokens=3, evaluate=False)
-    assert explicit.texts == out.texts and explicit.settings["saved_choice"] is None
-    # Another SAE seed has no saved choice: nothing is found for it.
-    assert saved_steering_choice(lm, "fr", sae_seed=1) is None
 
 
 def test_sae_build_runs_on_its_pinned_thread_count_whatever_the_caller_set(tiny_gpt2, tmp_path, monkeypatch) -> None:

@@ -82,7 +82,8 @@ def test_output_scores_equal_a_plain_hooked_forward_per_direction(tiny_gpt2) -> 
             if direction is not None:
                 u = direction / direction.norm()
                 hooks = [("blocks.0.hook_resid_post", lambda act, hook, u=u: act + 2.1 * u.to(act))]
-            probs = torch.softmax(lm.forward(batch, fwd_hooks=hooks)[0, -1].float(), -1)
+            with torch.no_grad():
+                probs = torch.softmax(lm.forward(batch, fwd_hooks=hooks)[0, -1].float(), -1)
             total += float(probs[token_set].sum())
         return total / 3
 
