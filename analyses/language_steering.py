@@ -28,38 +28,8 @@ from interp.sae import DEFAULT_SAE
 from interp.steering import select_steering
 from interp.steering.compare import KIND_NAMES, evaluate_choices, method_variants
 from interp.steering.directions import choice_spec
-from interp.steering.selection import DEFAULT_STRENGTHS, default_judge
+from interp.steering.selection import DEFAULT_STRENGTHS, METHOD_NOTES, REFERENCES, default_judge
 from interp.steering.steer import _feature_delta
-
-NOTES = (
-    "What is steered: x ← x + s·r̄·û at blocks.L.hook_resid_post, every position, where û is a unit direction and r̄ "
-    "the layer's mean residual norm over ordinary text (so strengths s compare across features, layers and "
-    "methods). Directions: one SAE feature's decoder row; the normalised sum of the best three; the SAE-"
-    "reconstructed mean difference (Σ Δ_f·W_dec[f] over the features more active on the language than on English); "
-    "the dense difference of mean last-token residuals of matched sentences.",
-    "How features are chosen: by their effect (Arad et al. 2025). Each candidate (the best by logit-lens share of "
-    "the language's tokens, by Δ_f and by monolinguality) is amplified in one batched forward pass over English "
-    "prompts and ranked by the shift of next-token probability mass onto the language's tokens (tokens at least 4× "
-    "more frequent in the language's corpus text than in any other's); monolinguality breaks ties. The best three, "
-    "their sum and the SAE mean difference are screened at every strength on 12 tuning prompts, the best three "
-    "settings confirmed on 24 more, and the best by coherent success over all 36 is chosen.",
-    "How it is scored: success = fastText lid.176 (offline) labels the continuation as the target; fluent = success, "
-    "confidence ≥ 0.5 and at least half the words distinct; coherent = fluent and the unsteered model's loss on the "
-    "continuation alone no higher than the 95th percentile of its loss on held-out natural text of the language "
-    "(parallel prose windows) of the same length. Targets use coherent success. Fidelity: multilingual-e5 cosine "
-    "of steered and unsteered continuations, against the cosine of unrelated continuations.",
-    "Prompts: selection uses only the shipped tuning prompts; the headline is on the 28 held-out prompts "
-    "(steering_prompts_en.txt after the first 12) and on 40 blind-test prompts; no prompt was used to find features.",
-)
-
-REFERENCES = (
-    "Chou et al., Causal Language Control in Multilingual Transformers via Sparse Feature Steering, "
-    "ACL SRW 2025, arXiv 2507.13410.",
-    "Arad, Mueller & Belinkov, SAEs Are Good for Steering — If You Select the Right Features, EMNLP 2025, "
-    "arXiv 2505.20063.",
-    "Deng et al., Unveiling Language-Specific Features in LLMs via Sparse Autoencoders, ACL 2025.",
-    "Gao et al., Scaling and evaluating sparse autoencoders (TopK SAEs), 2024.",
-)
 
 
 def _list(text: str | Sequence[Any], name: str, cast: type = float) -> list[Any]:
@@ -208,7 +178,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                 "seconds": {k: round(v, 1) for k, v in timings.items()},
                 "analysis_seconds": round(time.perf_counter() - started, 1)}
     return Result(analysis="language-steering", frame=tidy_frame(tidy, extra_columns=("language", "split", "method")),
-                  figures=figures, metadata=metadata, tables=tables, notes=NOTES, references=REFERENCES)
+                  figures=figures, metadata=metadata, tables=tables, notes=METHOD_NOTES, references=REFERENCES)
 
 
 register(Analysis(

@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_train_arguments(sae_sub.add_parser(
         "train", help="train (or reuse the cached) TopK SAE on a model's residual stream with sae-lens"))
+    from interp.steering.steer import add_steer_arguments
+
+    add_steer_arguments(sub.add_parser(
+        "steer", help="generate with the language steered (the cached SteeringChoice, selected on first use)"))
     return parser
 
 
@@ -243,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from interp.sae import cli_sae
 
             return cli_sae(args)
+        if args.command == "steer":
+            from interp.steering.steer import cli_steer
+
+            return cli_steer(args)
     except InterpUserError as error:
         print(f"interp: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -41,19 +41,29 @@ from interp.errors import OptionError
 from interp.models import LoadedModel
 
 
+#: Letters a token needs to count as a word piece of a language (punctuation and digits never count).
+MIN_LETTERS = 2
+
+
 def language_token_sets(
     lm: LoadedModel, texts_by_language: Mapping[str, Sequence[str]], *, min_count: int = 3, min_ratio: float = 4.0,
+    min_letters: int | None = None,
 ) -> dict[str, Int[Tensor, " n"]]:
     """Token ids typical of each language: counted over ``texts_by_language`` (every text encoded without
-    BOS), a token belongs to language L when it occurs at least ``min_count`` times in L's text and its rate
-    there (count per token of L's text) is at least ``min_ratio`` times its largest rate in any other
-    language's text (add-one smoothed). Special tokens never count.
+    BOS), a token belongs to language L when it has at least ``min_letters`` letters (default
+    :data:`MIN_LETTERS`, 2), occurs at least ``min_count`` times
+    in L's text and its rate there (count per token of L's text) is at least ``min_ratio`` times its largest
+    rate in any other language's text (add-one smoothed). Special tokens never count; nor do punctuation,
+    digits and single letters (French's ’ is far more frequent in French text, and a feature that writes
+    apostrophes would otherwise score as French).
 
     Examples:
         >>> import interp
         >>> lm = interp.load_model("tiny-gpt2")   # a byte tokenizer: bytes are tokens
-        >>> sets = language_token_sets(lm, {"en": ["aaa bbb"] * 3, "xx": ["zzz qqq"] * 3}, min_ratio=2)
-        >>> sorted(lm.token_strings(sets["xx"].tolist()))
+        >>> texts = {"en": ["aaa bbb"] * 3, "xx": ["zzz qqq"] * 3}
+        >>> language_token_sets(lm, texts, min_ratio=2)["xx"].tolist()   # one letter each: none qualifies
+        []
+        >>> sorted(lm.token_strings(language_token_sets(lm, texts, min_ratio=2, min_letters=1)["xx"].tolist()))
         ['q', 'z']
     """
     if len(texts_by_language) < 2:
@@ -78,7 +88,10 @@ def language_token_sets(
             other_rate = max((counts[o][token] + 1) / totals[o] for o in others)
             if rate >= min_ratio * other_rate:
                 chosen.append(token)
-        out[lang] = torch.tensor(sorted(chosen), dtype=torch.long)
+        strings = lm.token_strings(chosen) if chosen else []
+        letters = MIN_LETTERS if min_letters is None else min_letters
+        words = [t for t, text in zip(chosen, strings, strict=True) if sum(ch.isalpha() for ch in text) >= letters]
+        out[lang] = torch.tensor(sorted(words), dtype=torch.long)
     return out
 
 
@@ -202,4 +215,4 @@ def output_scores(
                         norm=norm)
 
 
-__all__ = ["OutputScores", "language_token_sets", "logit_lens_scores", "output_scores", "residual_norm"]
+__all__ = ["MIN_LETTERS", "OutputScores", "language_token_sets", "logit_lens_scores", "output_scores", "residual_norm"]

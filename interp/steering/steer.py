@@ -268,4 +268,57 @@ def steer_language(
     )
 
 
-__all__ = ["METHODS", "cached_choices", "cached_or_selected_choice", "choice_cache_path", "steer_language"]
+__all__ = ["METHODS", "add_steer_arguments", "cached_choices", "cli_steer", "cached_or_selected_choice", "choice_cache_path", "steer_language"]
+
+
+def add_steer_arguments(parser: Any) -> None:
+    """Arguments of ``interp steer``."""
+    parser.add_argument("--model", default="gemma-3-270m", help="model name or local folder (default gemma-3-270m)")
+    parser.add_argument("--target", required=True, help="target language: fr, es or de")
+    parser.add_argument("--prompt", action="append", default=None, help="an English prompt (repeatable)")
+    parser.add_argument("--prompts", default=None, help="prompt file, one per line (default: 4 shipped held-out prompts)")
+    parser.add_argument("--method", default="sae", choices=["sae", "mean-diff"])
+    parser.add_argument("--choice", default=None, help="a SteeringChoice JSON file (default: the cached one, selected "
+                        "on first use)")
+    parser.add_argument("--save-choice", default=None, help="write the choice used to this JSON file")
+    parser.add_argument("--layer", type=int, default=None)
+    parser.add_argument("--strength", type=float, default=None, help="fraction of the layer's residual norm")
+    parser.add_argument("--mode", default=None, choices=list(MODES))
+    parser.add_argument("--positions", default=None, choices=list(POSITIONS))
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--no-eval", action="store_true", help="generate only (no scorer is loaded)")
+    parser.add_argument("--backend", default=None, choices=["hooked", "bridge"])
+
+
+def cli_steer(args: Any) -> int:
+    """``interp steer``: steered continuations on stdout (one per line, escaped), the rates and the choice."""
+    from interp.corpus import steering_prompts
+    from interp.data import read_lines
+    from interp.models import load_model
+    from interp.steering.selection import check_target
+
+    check_target(args.target)  # before loading anything
+    if args.choice is not None:
+        SteeringChoice.load(args.choice)
+    if args.prompt:
+        prompts = list(args.prompt)
+    elif args.prompts:
+        if not Path(args.prompts).is_file():
+            raise OptionError(f"--prompts {args.prompts!r} is not a file: give a text file with one prompt per line")
+        prompts = [line for line in read_lines(Path(args.prompts)) if line.strip()]
+    else:
+        prompts = steering_prompts()[12:16]
+    lm = load_model(args.model, **({"backend": args.backend} if args.backend else {}))
+    out = steer_language(lm, prompts, args.target, choice=args.choice, method=args.method, layer=args.layer,
+                         strength=args.strength, mode=args.mode, positions=args.positions,
+                         max_new_tokens=args.max_new_tokens, evaluate=not args.no_eval)
+    choice = SteeringChoice.from_dict(out.settings["choice"])
+    for prompt, text in zip(out.prompts, out.texts, strict=True):
+        print(json.dumps({"prompt": prompt, "steered": text}, ensure_ascii=False))
+    print(f"# {choice.describe()} | rule: {choice.rule}")
+    if out.evaluated:
+        print(f"# success {out.success_rate:.3f}, fluent {out.fluent_success_rate:.3f}, "
+              f"coherent {out.coherent_success_rate:.3f} on {len(prompts)} prompts")
+    if args.save_choice:
+        print(f"# choice written to {choice.save(args.save_choice)}")
+    return 0

@@ -96,7 +96,8 @@ def test_output_scores_equal_a_plain_hooked_forward_per_direction(tiny_gpt2) -> 
 
 def test_the_planted_feature_has_the_largest_output_score_and_its_tokens_are_the_language_set() -> None:
     lm, trained, target_ids, _ = _planted()
-    sets = language_token_sets(lm, {"en": ENGLISH * 2, "xx": ["xyz qyx zzq xq", "qq xyzy xq zz"] * 3}, min_ratio=3)
+    sets = language_token_sets(lm, {"en": ENGLISH * 2, "xx": ["xyz qyx zzq xq", "qq xyzy xq zz"] * 3}, min_ratio=3,
+                               min_letters=1)  # byte tokens: one letter each
     assert set(sets["xx"].tolist()) == target_ids  # exactly the planted bytes (the space is shared)
     out = output_scores(lm, LAYER, trained.sae.W_dec.detach(), sets["xx"], PROMPTS, strength=1.0,
                         norm=residual_norm(lm, LAYER, ENGLISH))
@@ -172,6 +173,7 @@ def planted_setup(monkeypatch, tmp_path):
     monkeypatch.setattr(interp.corpus, "parallel_sentences", lambda split=None: sentences)
     monkeypatch.setattr(selection, "_texts_by_language", lambda languages, tokenizer: sentences)
     monkeypatch.setattr(selection, "default_judge", lambda lm, languages, max_tokens=24: _uniform_judge(lm))
+    monkeypatch.setattr("interp.steering.effects.MIN_LETTERS", 1)  # byte tokens: one letter each
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
     return lm, on_disk, target_ids
 
@@ -247,3 +249,32 @@ def test_steer_language_rejects_bad_input_with_clear_errors(tiny_gpt2, tmp_path)
     with pytest.raises(SteeringChoiceError, match="not a JSON object"):
         steer_language(tiny_gpt2, "abc", "fr", choice=tmp_path / "bad.json")
     assert issubclass(SteeringChoiceError, interp.InterpUserError)
+
+
+def test_cli_steer_refuses_bad_input_with_one_line_and_exit_2(tmp_path, capsys) -> None:
+    from interp.cli import main
+
+    assert main(["steer", "--target", "klingon", "--model", "tiny-gpt2"]) == 2
+    assert main(["steer", "--target", "fr", "--choice", str(tmp_path / "none.json"), "--model", "tiny-gpt2"]) == 2
+    (tmp_path / "bad.json").write_text("{oops")
+    assert main(["steer", "--target", "fr", "--choice", str(tmp_path / "bad.json"), "--model", "tiny-gpt2"]) == 2
+    other = _choice(model="gemma-3-270m", target="fr").save(tmp_path / "other.json")
+    assert main(["steer", "--target", "fr", "--choice", str(other), "--model", "tiny-gpt2", "--no-eval"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("interp: error: ") for line in err)
+    assert "target must be one of fr, es, de" in err[0] and "no steering choice file" in err[1]
+    assert "not a readable steering choice" in err[2] and "made for model 'gemma-3-270m'" in err[3]
+
+
+def test_cli_steer_with_a_saved_choice_prints_the_continuations_and_saves_the_choice(tiny_gpt2, tmp_path, capsys) -> None:
+    from interp.cli import main
+
+    dense = SteeringChoice(method="mean-diff", model=tiny_gpt2.name, backend=tiny_gpt2.backend, target="fr", layer=1,
+                           strength=0.1).save(tmp_path / "fr.json")
+    code = main(["steer", "--target", "fr", "--choice", str(dense), "--model", "tiny-gpt2", "--prompt", "the <b>cat</b>",
+                 "--max-new-tokens", "3", "--no-eval", "--save-choice", str(tmp_path / "out" / "used.json")])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads(lines[0])["prompt"] == "the <b>cat</b>"
+    used = SteeringChoice.load(tmp_path / "out" / "used.json")
+    assert used.method == "mean-diff" and used.residual_norm > 0
