@@ -29,7 +29,7 @@ from interp.steering import select_steering
 from interp.steering.compare import KIND_NAMES, evaluate_choices, method_variants
 from interp.steering.directions import choice_spec
 from interp.steering.selection import DEFAULT_STRENGTHS, METHOD_NOTES, REFERENCES, default_judge
-from interp.steering.steer import _feature_delta
+from interp.steering.steer import feature_delta
 
 
 def _list(text: str | Sequence[Any], name: str, cast: type = float) -> list[Any]:
@@ -86,7 +86,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         t = time.perf_counter()
         variants = {**method_variants(chosen), "mean-diff": dense}
         trained = saes[best_layer]
-        delta = _feature_delta(lm, trained, lang)
+        delta = feature_delta(lm, trained, lang)
         for split, split_prompts in (("held-out", heldout), ("blind test", blind)):
             if not split_prompts:
                 continue

@@ -37,7 +37,7 @@ MODES = ("add", "clamp")
 #: Edited positions (``all`` prompt and new positions; ``new``: the last prompt position and new ones).
 POSITIONS = ("all", "new")
 #: Version of the selection protocol (part of the cache key of choices made by :func:`select_steering`).
-CHOICE_FORMAT = 1
+CHOICE_FORMAT = 2
 
 Method = Literal["sae", "sae-features", "sae-mean-diff", "mean-diff"]
 

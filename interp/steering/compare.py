@@ -48,7 +48,8 @@ def method_variants(choice: SteeringChoice) -> dict[str, SteeringChoice]:
             continue
         seen.add(kind)
         out[kind] = replace(choice, method=kind, features=tuple(row.get("features", ())),
-                            strength=float(row["strength"]), rule=f"best {KIND_NAMES[kind]} of the screen")
+                            strength=float(row["strength"]), mode=row.get("mode", "add"),
+                            positions=row.get("positions", "all"), rule=f"best {KIND_NAMES[kind]} of the screen")
     return out
 
 

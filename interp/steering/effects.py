@@ -40,7 +40,6 @@ from torch import Tensor
 from interp.errors import OptionError
 from interp.models import LoadedModel
 
-
 #: Letters a token needs to count as a word piece of a language (punctuation and digits never count).
 MIN_LETTERS = 2
 

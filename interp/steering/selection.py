@@ -289,17 +289,40 @@ def select_steering(
         for s in strengths:
             label = f"{name} s={s:g}"
             edits[label] = direction_spec(layer, direction, s, norm, label=label)
-            meta[label] = {"method": kind, "features": feats, "strength": float(s), "direction": name}
+            meta[label] = {"method": kind, "features": feats, "strength": float(s), "direction": name, "mode": "add",
+                           "positions": "all"}
 
     with stages.run(f"screen ({len(edits)} settings × {len(screen)} prompts)"):
         frame, _ = evaluate_edits(lm, edits, screen, target, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                   judge=judge, identifier=identifier, progress=progress)
         screened = _ranked(summarise(frame), meta)
     best_labels = list(screened["label"].head(finalists))
-    with stages.run(f"confirmation ({len(best_labels)} settings × {len(confirm)} prompts)"):
+    # Variants of the screen's best setting: the edit at new positions only, clamped instead of added, and the
+    # strength 15% either side (the screen's grid is coarse where success switches on); each is run on the
+    # screening prompts too, so every finalist is judged on the same 36 prompts.
+    top = meta[best_labels[0]]
+    top_direction = directions[top["direction"]][2]
+    single = top["method"] == "sae"
+    variants = {"new positions": {"positions": "new"}, "clamp": {"mode": "clamp"},
+                "weaker": {"strength": round(top["strength"] * 0.85, 4)},
+                "stronger": {"strength": round(top["strength"] * 1.15, 4)}}
+    extra: dict[str, Any] = {}
+    for name, change in variants.items():
+        settings = {"mode": "add", "positions": "all", "strength": top["strength"], **change}
+        label = f"{best_labels[0]} ({name})"
+        extra[label] = direction_spec(layer, top_direction, settings["strength"], norm, mode=settings["mode"],
+                                      positions=settings["positions"], sae=trained.sae if single and trained else None,
+                                      feature=top["features"][0] if single else None, label=label)
+        meta[label] = {**top, **settings}
+    edits.update(extra)
+    finalists_all = best_labels + list(extra)
+    with stages.run(f"confirmation ({len(finalists_all)} settings × {len(confirm)} prompts, variants on the screen)"):
         parts = [frame[frame["label"].isin(best_labels)]]
+        variant_frame, _ = evaluate_edits(lm, extra, screen, target, max_new_tokens=max_new_tokens,
+                                          batch_size=batch_size, judge=judge, identifier=identifier, progress=progress)
+        parts.append(variant_frame)
         if confirm:
-            confirm_frame, _ = evaluate_edits(lm, {lab: edits[lab] for lab in best_labels}, confirm, target,
+            confirm_frame, _ = evaluate_edits(lm, {lab: edits[lab] for lab in finalists_all}, confirm, target,
                                               max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge,
                                               identifier=identifier, progress=progress)
             parts.append(confirm_frame)
@@ -324,7 +347,7 @@ def select_steering(
     digest = _sae_digest(trained) if trained is not None else ""
     return SteeringChoice(
         method=info["method"], model=lm.name, backend=lm.backend, target=target, layer=layer,
-        strength=info["strength"], mode="add", positions="all", features=info["features"],
+        strength=info["strength"], mode=info["mode"], positions=info["positions"], features=info["features"],
         sae_path=str(trained.path) if trained is not None and trained.path else "",
         sae_hook=trained.hook_name if trained is not None else "", sae_digest=digest, residual_norm=norm, rule=rule,
         scores={
@@ -348,6 +371,8 @@ def _ranked(summary: pd.DataFrame, meta: dict[str, dict[str, Any]]) -> pd.DataFr
     summary = summary.copy()
     summary["method"] = [meta[label]["method"] for label in summary["label"]]
     summary["strength"] = [meta[label]["strength"] for label in summary["label"]]
+    summary["mode"] = [meta[label]["mode"] for label in summary["label"]]
+    summary["positions"] = [meta[label]["positions"] for label in summary["label"]]
     summary["features"] = [list(meta[label]["features"]) for label in summary["label"]]
     keys = ["coherent_success", "fluent_success", "success"] if "coherent_success" in summary else ["fluent_success", "success"]
     summary["_neg_strength"] = -summary["strength"]

@@ -99,7 +99,8 @@ def _load_sae_for(lm: LoadedModel, choice: SteeringChoice, sae: Any) -> Any:
     return trained
 
 
-def _feature_delta(lm: LoadedModel, trained: Any, target: str) -> Any:
+def feature_delta(lm: LoadedModel, trained: Any, target: str) -> Any:
+    """``Δ_f`` of every SAE feature: token-mean activation on the target's matched sentences minus English's."""
     from interp.attribution.language_steering import token_mean_features
     from interp.corpus import parallel_sentences
 
@@ -232,7 +233,7 @@ def steer_language(
     if choice.uses_sae:
         trained = _load_sae_for(lm, choice, sae)
         if choice.method == "sae-mean-diff":
-            delta = _feature_delta(lm, trained, target)
+            delta = feature_delta(lm, trained, target)
     if not math.isfinite(choice.residual_norm):
         from interp.corpus import parallel_sentences
         from interp.steering.effects import residual_norm
@@ -268,7 +269,7 @@ def steer_language(
     )
 
 
-__all__ = ["METHODS", "add_steer_arguments", "cached_choices", "cli_steer", "cached_or_selected_choice", "choice_cache_path", "steer_language"]
+__all__ = ["METHODS", "add_steer_arguments", "cached_choices", "cli_steer", "feature_delta", "cached_or_selected_choice", "choice_cache_path", "steer_language"]
 
 
 def add_steer_arguments(parser: Any) -> None:

@@ -189,6 +189,10 @@ def test_selection_picks_the_planted_feature_by_its_output_score(planted_setup) 
     assert PLANTED in choice.features and choice.scores["coherent_success"] == 1.0
     assert choice.sae_digest and choice.residual_norm > 0 and "output score" in choice.rule
     assert set(choice.seconds) >= {"feature scores (input and output)"}
+    # the screen's best setting is also confirmed at new positions, clamped, and 15% weaker and stronger
+    labels = [row["label"] for row in choice.scores["confirmation"]]
+    assert sum(label.endswith(("(new positions)", "(clamp)", "(weaker)", "(stronger)")) for label in labels) == 4
+    assert {row["mode"] for row in choice.scores["confirmation"]} == {"add", "clamp"}
     dense = select_steering(lm, "xx", method="mean-diff", layer=LAYER, strengths=(1.0,), **kwargs)
     assert dense.method == "mean-diff" and dense.features == () and dense.scores["success"] == 1.0
 
