@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -22,7 +21,7 @@ from interp.attribution.language_steering import head_projections
 from interp.corpus import LANGUAGE_NAMES, steering_prompts, steering_test_prompts, steering_tuning_prompts
 from interp.errors import OptionError
 from interp.models import LoadedModel
-from interp.registry import Analysis, register, signature_options
+from interp.registry import Analysis, comma_list, register, signature_options
 from interp.results import Result, tidy_frame
 from interp.sae import DEFAULT_SAE
 from interp.steering import select_steering
@@ -32,35 +31,25 @@ from interp.steering.selection import DEFAULT_STRENGTHS, METHOD_NOTES, REFERENCE
 from interp.steering.steer import feature_delta
 
 
-def _list(text: str | Sequence[Any], name: str, cast: type = float) -> list[Any]:
-    try:
-        values = [cast(v) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip()]
-    except ValueError:
-        raise OptionError(f"--{name} must be comma-separated numbers; got {text!r}") from None
-    if not values:
-        raise OptionError(f"--{name} needs at least one value")
-    return values
-
-
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
         layer: str | int = "9", languages: str = "fr,es,de", strengths: str = ",".join(map(str, DEFAULT_STRENGTHS)),
         md_layer: int = 9, candidates: int = 3, max_new_tokens: int = 24, heldout_from: int = 12,
-        screen_prompts: int = 12, confirm_prompts: int = 24,
-        blind_prompts: int = 40, sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
+        screen_prompts: int = 12, confirm_prompts: int = 24, blind_prompts: int = 40, sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
         sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], sae_seed: int = 0,
         gen_batch_size: int = 32) -> Result:
     from interp.sae import train_sae
 
     started = time.perf_counter()
-    langs = _list(languages, "languages", str)
+    langs = comma_list(languages, "languages", str)
     if lm.is_encoder or any(lang not in ("fr", "es", "de") for lang in langs):
         raise OptionError(f"language-steering needs a decoder and --languages drawn from fr,es,de; got {languages!r}")
-    alphas = _list(strengths, "strengths")
-    layers = sorted(set(_list(str(layer), "layer", int)))
+    alphas = comma_list(strengths, "strengths")
+    if any(not 0 < a <= 4 for a in alphas):  # checked before minutes of SAE training, not after
+        raise OptionError(f"--strengths are fractions of the residual norm in (0, 4]; got {strengths!r}")
+    layers = sorted(set(comma_list(str(layer), "layer", int)))
     if any(not 0 <= v < lm.n_layers for v in [*layers, md_layer]):
         raise OptionError(f"--layer and --md-layer must be in 0..{lm.n_layers - 1}; got {layer!r}, {md_layer}")
-    heldout = list(prompts)[heldout_from:]
-    blind = steering_test_prompts()[:blind_prompts]
+    heldout, blind = list(prompts)[heldout_from:], steering_test_prompts()[:blind_prompts]
     if not heldout:
         raise OptionError(f"need more than {heldout_from} prompts: the ones after --heldout-from are reported")
     timings: dict[str, float] = {}

@@ -18,7 +18,7 @@ import importlib.util
 import inspect
 import pkgutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -77,6 +77,27 @@ def signature_options(run: Callable[..., Any], options: dict[str, tuple[type, st
             raise OptionError(f"option {name!r} is not a keyword parameter with a default of {run.__qualname__}")
         out[name] = (kind, parameter.default, text)
     return out
+
+
+def comma_list(text: str | Sequence[Any], name: str, cast: Callable[[str], Any] = float) -> list[Any]:
+    """An option given as comma-separated values (or already a sequence), each passed through ``cast``.
+
+    Examples:
+        >>> comma_list("0.1, 0.2", "strengths")
+        [0.1, 0.2]
+        >>> comma_list("a,b", "layers", int)
+        Traceback (most recent call last):
+        interp.errors.OptionError: --layers must be comma-separated values such as 1,2,4; got 'a,b'
+    """
+    from interp.errors import OptionError
+
+    try:
+        values = [cast(str(v).strip()) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip()]
+    except ValueError:
+        raise OptionError(f"--{name} must be comma-separated values such as 1,2,4; got {text!r}") from None
+    if not values:
+        raise OptionError(f"--{name} needs at least one value")
+    return values
 
 
 def _check_recipe(analysis: Analysis) -> None:
