@@ -162,7 +162,7 @@ def test_gemma_output_scores_and_coherence_judge(gemma) -> None:
     french = mean_difference_directions(gemma, [9], ["fr"])[("fr", 9)]
     scores = {lang: output_scores(gemma, 9, french[None], sets[lang], english, strength=0.1, norm=norm)
               for lang in ("fr", "de")}
-    # Seen: fr shift 0.25 (mass 0.01 -> 0.26), de shift 0.00.
+    # Seen: fr shift 0.250 (mass 0.0001 -> 0.250), de shift 0.0008 (token sets of 163-233 tokens).
     assert float(scores["fr"].shift[0]) > 0.1 > float(scores["de"].shift[0])
     prose = parallel_prose("heldout")["fr"]
     judge = coherence_judge(gemma, {"fr": prose[:120]}, max_tokens=16)
@@ -175,7 +175,7 @@ def test_gemma_output_scores_and_coherence_judge(gemma) -> None:
         rng.shuffle(words)
         shuffled.append(gemma.encode(" ".join(words), prepend_bos=False)[:16])
     bad = sum(judge.judge(gemma, shuffled, ["fr"] * len(shuffled))[0]) / len(shuffled)
-    # Seen: natural 0.93, shuffled 0.10.
+    # Seen: natural 0.975, shuffled 0.10.
     assert ok >= 0.8 and bad <= 0.35
 
 
