@@ -380,12 +380,7 @@ def build_corpus(
                        "catalog_files": files_read[lang]}
         if tokenizer is None:
             stats[lang]["tokens"] = f"~{tokens}"
-    order = list(range(len(texts)))
-    rng.shuffle(order)
-    texts = [texts[i] for i in order]
-    labels = [labels[i] for i in order]
-    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
-    return Corpus(texts=texts, languages=labels, stats=stats, fingerprint=digest)
+    return _shuffled_corpus(texts, labels, stats, rng)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -397,6 +392,16 @@ def build_corpus(
 PROSE_MINOR_SHARE = 0.2
 #: How many prose paragraphs the filling passes over looking for one that fits the budget before stopping.
 _PROSE_FIT_TRIES = 50
+
+
+def _shuffled_corpus(texts: list[str], labels: list[str], stats: dict[str, dict[str, Any]], rng: random.Random) -> Corpus:
+    """Interleave the languages in a seeded order and fingerprint the result (sha256 of the texts)."""
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    texts = [texts[i] for i in order]
+    labels = [labels[i] for i in order]
+    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    return Corpus(texts=texts, languages=labels, stats=stats, fingerprint=digest)
 
 
 def prose_paragraphs(language: str, split: str = "train") -> list[str]:
@@ -509,9 +514,4 @@ def _corpus_with_prose(languages: Sequence[str], pools: dict[str, list[str]], so
                        "prose_tokens": prose_tokens, "prose_share": round(prose_tokens / max(tokens, 1), 3)}
         if tokenizer is None:
             stats[lang]["tokens"] = f"~{tokens}"
-    order = list(range(len(texts)))
-    rng.shuffle(order)
-    texts = [texts[i] for i in order]
-    labels = [labels[i] for i in order]
-    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
-    return Corpus(texts=texts, languages=labels, stats=stats, fingerprint=digest)
+    return _shuffled_corpus(texts, labels, stats, rng)

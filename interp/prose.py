@@ -93,11 +93,9 @@ def _digest_bytes(data: bytes) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from interp.cache import sha256_file
+
+    return sha256_file(path)
 
 
 def fingerprint(items: Any) -> str:

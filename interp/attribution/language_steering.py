@@ -379,16 +379,20 @@ class SteeringSpec:
     label: str = ""
 
 
-def _sae_readout(sae: Any, feature: int) -> Callable[[Tensor], Tensor]:
+def sae_readout(sae: Any, feature: int) -> Callable[[Tensor], Tensor]:
+    """``z_f(x)``: feature ``feature``'s activation through the SAE encoder (the clamp edit's readout)."""
+
     def readout(x: Tensor) -> Tensor:
         return sae.encode(x.to(sae.W_dec.dtype))[..., feature].to(x.dtype)
 
     return readout
 
 
-def _projection_readout(unit: Tensor) -> Callable[[Tensor], Tensor]:
+def projection_readout(unit: Tensor) -> Callable[[Tensor], Tensor]:
+    """``x · û``: the projection on a unit direction (the clamp edit's readout for dense directions)."""
+
     def readout(x: Tensor) -> Tensor:
-        return x @ unit.to(x.dtype)
+        return x @ unit.to(x.device, x.dtype)
 
     return readout
 
@@ -582,7 +586,7 @@ class SteeringContext:
             delta = self.features.delta(c.language, c.layer, feature)
             target = self.features.target_mean(c.language, c.layer, feature)
             return SteeringSpec(layer=c.layer, direction=direction, coefficient=c.strength * delta, mode=c.mode,
-                                positions=c.positions, readout=_sae_readout(trained.sae, feature),
+                                positions=c.positions, readout=sae_readout(trained.sae, feature),
                                 target_value=c.strength * target, label=c.name())
         if c.method == "mean-diff":
             key = (c.language, c.layer)
@@ -594,7 +598,7 @@ class SteeringContext:
                                     positions=c.positions, label=c.name())
             unit = vector / vector.norm().clamp_min(1e-12)
             return SteeringSpec(layer=c.layer, direction=unit, mode="clamp", positions=c.positions,
-                                readout=_projection_readout(unit), target_value=c.strength * self.mean_diff_target_proj[key],
+                                readout=projection_readout(unit), target_value=c.strength * self.mean_diff_target_proj[key],
                                 label=c.name())
         raise OptionError(f"method must be one of {METHODS}, got {c.method!r}")
 
@@ -941,6 +945,6 @@ __all__ = [
     "Condition", "LanguageFeatures", "SteeringContext", "SteeringResult", "SteeringSpec", "SweepResult",
     "continuation_loss", "discover_language_features", "distinct_word_ratio", "e5_embedder",
     "fasttext_language_identifier", "fidelity", "head_projections", "mean_difference_directions",
-    "pooled_residuals", "run_sweep", "score_language",
+    "pooled_residuals", "projection_readout", "run_sweep", "sae_readout", "score_language",
     "steering_hooks",
 ]

@@ -27,14 +27,19 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.attribution.language_steering import SteeringSpec, mean_difference_directions
+from interp.attribution.language_steering import (
+    SteeringSpec,
+    mean_difference_directions,
+    projection_readout,
+    sae_readout,
+)
 from interp.errors import OptionError
 from interp.models import LoadedModel
 from interp.steering.choice import SteeringChoice, SteeringChoiceError
@@ -65,20 +70,6 @@ def sae_mean_diff_direction(sae: Any, delta: Float[Tensor, " d_sae"], features: 
     return unit(kept.to(sae.W_dec.device, sae.W_dec.dtype) @ sae.W_dec.detach()).float().cpu()
 
 
-def _sae_readout(sae: Any, feature: int) -> Callable[[Tensor], Tensor]:
-    def readout(x: Tensor) -> Tensor:
-        return sae.encode(x.to(sae.W_dec.dtype))[..., feature].to(x.dtype)
-
-    return readout
-
-
-def _projection_readout(direction: Tensor) -> Callable[[Tensor], Tensor]:
-    def readout(x: Tensor) -> Tensor:
-        return x @ direction.to(x.device, x.dtype)
-
-    return readout
-
-
 def direction_spec(layer: int, direction: Tensor, strength: float, norm: float, *, mode: str = "add",
                    positions: str = "all", sae: Any = None, feature: int | None = None, label: str = "") -> SteeringSpec:
     """The :class:`SteeringSpec` of a unit direction sized by the residual norm (see the module docstring)."""
@@ -91,11 +82,11 @@ def direction_spec(layer: int, direction: Tensor, strength: float, norm: float, 
     if sae is not None and feature is not None:
         row = sae.W_dec[feature].detach().float().cpu()
         return SteeringSpec(layer=layer, direction=row, mode="clamp", positions=positions,  # type: ignore[arg-type]
-                            readout=_sae_readout(sae, feature), target_value=size / float(row.norm().clamp_min(1e-12)),
+                            readout=sae_readout(sae, feature), target_value=size / float(row.norm().clamp_min(1e-12)),
                             label=label)
     u = unit(direction.float())
     return SteeringSpec(layer=layer, direction=u, mode="clamp", positions=positions,  # type: ignore[arg-type]
-                        readout=_projection_readout(u), target_value=size, label=label)
+                        readout=projection_readout(u), target_value=size, label=label)
 
 
 def choice_direction(lm: LoadedModel, choice: SteeringChoice, sae: Any = None,
