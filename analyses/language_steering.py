@@ -93,7 +93,8 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         screens.append(pd.DataFrame(dense.scores["screen"]).assign(language=lang, layer=md_layer, stage="screen"))
         for name, choice in variants.items():
             rows.append({"language": lang, "method": name, "setting": choice.describe(), "rule": choice.rule,
-                         "tuning coherent success": choice.scores.get("coherent_success")})
+                         "tuning coherent success": choice.scores.get("coherent_success"),
+                         "SAE mean-diff · dense (cosine)": chosen.scores.get("sae_mean_diff_cosine_with_dense")})
         with_edit = details[-2] if blind else details[-1]
         chosen_rows = with_edit[with_edit["method"] == "chosen"]
         on, off = head_projections(lm, choice_spec(lm, chosen, trained.sae, delta),

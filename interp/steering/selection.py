@@ -268,6 +268,7 @@ def select_steering(
     edits: dict[str, Any] = {}
     meta: dict[str, dict[str, Any]] = {}
     scores = None
+    dense_cosine = float("nan")
     if method == "sae":
         assert trained is not None
         with stages.run("feature scores (input and output)"):
@@ -282,6 +283,9 @@ def select_steering(
         positive = tuple(int(f) for f in torch.nonzero(scores.delta > 0).flatten())
         if positive:
             directions["sae-mean-diff"] = ("sae-mean-diff", positive, sae_mean_diff_direction(trained.sae, scores.delta))
+            dense = unit(mean_difference_directions(lm, [layer], [target], sentences=sentences)[(target, layer)])
+            # how close the SAE's reconstruction of the mean difference comes to the dense direction itself
+            dense_cosine = float(directions["sae-mean-diff"][2] @ dense)
     else:
         dense = mean_difference_directions(lm, [layer], [target], sentences=sentences)[(target, layer)]
         directions = {"mean-diff": ("mean-diff", (), unit(dense))}
@@ -358,6 +362,7 @@ def select_steering(
             "screen": screened.drop(columns=["direction"], errors="ignore").to_dict("records"),
             "confirmation": confirmed.drop(columns=["direction"], errors="ignore").to_dict("records"),
             "judge_windows": judge.windows.get(target, 0), "token_set_size": int(token_sets[target].numel()),
+            "sae_mean_diff_cosine_with_dense": dense_cosine,
         },
         seconds=stages.seconds,
         provenance={"suite_version": __version__, "seed": seed, "max_new_tokens": max_new_tokens,
