@@ -165,7 +165,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
                                "sae_path": {sl: str(s.path) for sl, s in saes.items()}},
                 "summary": {f"{r['language']} {r['split']} {r['method']}": round(float(r["coherent_success"]), 3)
                             for r in summary.to_dict("records")},
-                "seconds": {k: round(v, 1) for k, v in timings.items()},
+                "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
                 "analysis_seconds": round(time.perf_counter() - started, 1)}
     return Result(analysis="language-steering", frame=tidy_frame(tidy, extra_columns=("language", "split", "method")),
                   figures=figures, metadata=metadata, tables=tables, notes=METHOD_NOTES, references=REFERENCES)

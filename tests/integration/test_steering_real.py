@@ -210,6 +210,7 @@ def test_language_steering_analysis_end_to_end(gemma, tmp_path, monkeypatch) -> 
     assert candidates["output_shift"].is_monotonic_decreasing
     frame = result.frame
     assert set(frame[frame["metric"] == "coherent_success"]["split"]) == {"held-out", "blind test"}
+    assert isinstance(result.metadata["seconds"], float)  # the run's time, not overwritten by the recipe's stages
     path = result.to_html(tmp_path / "language-steering.html")
     assert path.is_file() and "Candidate features" in path.read_text(encoding="utf-8")
     assert gemma.active_hook_count() == 0
