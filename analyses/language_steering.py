@@ -94,6 +94,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         for name, choice in variants.items():
             rows.append({"language": lang, "method": name, "setting": choice.describe(), "rule": choice.rule,
                          "tuning coherent success": choice.scores.get("coherent_success"),
+                         "tuning prompts": choice.scores.get("prompts"),
                          "SAE mean-diff · dense (cosine)": chosen.scores.get("sae_mean_diff_cosine_with_dense")})
         with_edit = details[-2] if blind else details[-1]
         chosen_rows = with_edit[with_edit["method"] == "chosen"]

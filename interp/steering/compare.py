@@ -49,7 +49,9 @@ def method_variants(choice: SteeringChoice) -> dict[str, SteeringChoice]:
         seen.add(kind)
         out[kind] = replace(choice, method=kind, features=tuple(row.get("features", ())),
                             strength=float(row["strength"]), mode=row.get("mode", "add"),
-                            positions=row.get("positions", "all"), rule=f"best {KIND_NAMES[kind]} of the screen")
+                            positions=row.get("positions", "all"), rule=f"best {KIND_NAMES[kind]} of the screen",
+                            scores={key: row.get(key) for key in ("coherent_success", "fluent_success", "success",
+                                                                  "prompts")})
     return out
 
 
