@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from interp import plots
-from interp.attribution.language_steering import head_projections
+from interp.attribution.language_steering import default_layer, head_projections
 from interp.corpus import LANGUAGE_NAMES, steering_prompts, steering_test_prompts, steering_tuning_prompts
 from interp.errors import OptionError
 from interp.models import LoadedModel
@@ -32,8 +32,8 @@ from interp.steering.steer import feature_delta
 
 
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
-        layer: str | int = "9", languages: str = "fr,es,de", strengths: str = ",".join(map(str, DEFAULT_STRENGTHS)),
-        md_layer: int = 9, candidates: int = 3, max_new_tokens: int = 24, heldout_from: int = 12,
+        layer: str | int | None = None, languages: str = "fr,es,de", strengths: str = ",".join(map(str, DEFAULT_STRENGTHS)),
+        md_layer: int | None = None, candidates: int = 3, max_new_tokens: int = 24, heldout_from: int = 12,
         screen_prompts: int = 12, confirm_prompts: int = 24, blind_prompts: int = 40, sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
         sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], sae_seed: int = 0,
         gen_batch_size: int = 32) -> Result:
@@ -46,14 +46,14 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     alphas = comma_list(strengths, "strengths")
     if any(not 0 < a <= 4 for a in alphas):  # checked before minutes of SAE training, not after
         raise OptionError(f"--strengths are fractions of the residual norm in (0, 4]; got {strengths!r}")
-    layers = sorted(set(comma_list(str(layer), "layer", int)))
+    layers = sorted(set(comma_list(str(layer), "layer", int))) if layer is not None else [default_layer(lm)]
+    md_layer = default_layer(lm) if md_layer is None else md_layer
     if any(not 0 <= v < lm.n_layers for v in [*layers, md_layer]):
         raise OptionError(f"--layer and --md-layer must be in 0..{lm.n_layers - 1}; got {layer!r}, {md_layer}")
     heldout, blind = list(prompts)[heldout_from:], steering_test_prompts()[:blind_prompts]
     if not heldout:
         raise OptionError(f"need more than {heldout_from} prompts: the ones after --heldout-from are reported")
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
+    timings, t = {}, time.perf_counter()
     saes = {sl: train_sae(lm, sl, d_sae=sae_width, k=sae_k, training_tokens=sae_tokens, epochs=sae_epochs,
                           seed=sae_seed, progress=progress) for sl in layers}
     timings["SAEs (train or load)"] = time.perf_counter() - t
@@ -178,10 +178,10 @@ register(Analysis(
     run=run,
     default_prompts=steering_prompts,
     options=signature_options(run, {
-        "layer": (str, "SAE layer(s), comma-separated; one SAE per layer is trained (cached) on first use"),
+        "layer": (str, "SAE layer(s), comma-separated (default: the model's steering layer, 9 on gemma-3-270m)"),
         "languages": (str, "target languages, comma-separated (fr, es, de)"),
         "strengths": (str, "strengths screened, as fractions of the layer's mean residual norm"),
-        "md_layer": (int, "layer of the dense mean-difference direction"),
+        "md_layer": (int, "layer of the dense mean-difference direction (default: the model's steering layer)"),
         "candidates": (int, "single SAE features screened per language and layer (best by output score)"),
         "max_new_tokens": (int, "tokens generated per prompt"),
         "heldout_from": (int, "prompts before this index are skipped (the earlier protocol's tuning prompts); the "
