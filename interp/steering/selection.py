@@ -335,16 +335,15 @@ def select_steering(
     label = str(chosen["label"])
     info = meta[label]
     fidelity_scores: dict[str, float] = {}
-    if embedder is not False:  # noqa: SIM102 - fidelity of the chosen setting on the confirmation prompts
-        with stages.run("fidelity of the chosen setting"):
-            prompts_for_fidelity = confirm or screen
-            base = baseline(lm, prompts_for_fidelity, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                            embedder=embedder)
-            fid_frame, _ = evaluate_edits(lm, {label: edits[label]}, prompts_for_fidelity, target,
-                                          max_new_tokens=max_new_tokens, batch_size=batch_size, judge=None,
-                                          identifier=identifier, embedder=embedder, base=base, with_fidelity=True)
-            fidelity_scores = {"fidelity": float(fid_frame["fidelity"].mean()),
-                               "unrelated_similarity": base.unrelated_similarity}
+    with stages.run("fidelity of the chosen setting"):  # on the confirmation prompts, against the unsteered text
+        prompts_for_fidelity = confirm or screen
+        base = baseline(lm, prompts_for_fidelity, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        embedder=embedder)
+        fid_frame, _ = evaluate_edits(lm, {label: edits[label]}, prompts_for_fidelity, target,
+                                      max_new_tokens=max_new_tokens, batch_size=batch_size, judge=None,
+                                      identifier=identifier, embedder=embedder, base=base, with_fidelity=True)
+        fidelity_scores = {"fidelity": float(fid_frame["fidelity"].mean()),
+                           "unrelated_similarity": base.unrelated_similarity}
     rule = ("output score (shift of next-token probability mass on target-language tokens), monolinguality breaks "
             "ties; then coherent success on the screen and the confirmation") if method == "sae" else \
         "dense mean difference; strength by coherent success on the screen and the confirmation"
