@@ -46,6 +46,17 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("interp"))
 
 
+def model_cache_folder(kind: str, model_name: str) -> Path:
+    """``cache_dir()/kind/<model name made safe for a folder>``: where artefacts of one model are cached.
+
+    Examples:
+        >>> model_cache_folder("saes", "org/model v2").name
+        'org_model_v2'
+    """
+    safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in model_name)
+    return cache_dir() / kind / safe_model
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 digest of a file, read in 4 MiB blocks."""
     digest = hashlib.sha256()

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from interp.errors import HubUnavailableError, InterpUserError, OptionError
-from interp.models import LoadedModel, TokenBatch, build_checked_cache, cache_dir
+from interp.models import LoadedModel, TokenBatch, build_checked_cache
 
 SAE_FORMAT_VERSION = 1
 
@@ -195,8 +195,9 @@ def _quiet() -> Any:
 
 def sae_root(lm: LoadedModel) -> Path:
     """The folder holding every cached SAE of this model."""
-    safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in lm.name)
-    return cache_dir() / "saes" / safe_model
+    from interp.cache import model_cache_folder
+
+    return model_cache_folder("saes", lm.name)
 
 
 def sae_cache_folder(lm: LoadedModel, hook_name: str, settings: dict[str, Any]) -> Path:

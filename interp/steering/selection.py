@@ -396,16 +396,15 @@ def default_judge(lm: LoadedModel, languages: Sequence[str], *, max_tokens: int 
 
     import numpy as np
 
-    from interp.cache import cache_dir
+    from interp.cache import model_cache_folder
     from interp.results import atomic_write
 
     texts = reference_texts(languages)
     thresholds: dict[str, np.ndarray] = {}
     windows: dict[str, int] = {}
-    safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in lm.name)
     for lang in languages:
         key = hashlib.sha256(json.dumps([lm.name, lm.backend, str(lm.dtype), max_tokens, texts[lang]]).encode())
-        path = cache_dir() / "steering" / safe_model / lm.backend / f"judge-{lang}-{key.hexdigest()[:12]}.json"
+        path = model_cache_folder("steering", lm.name) / lm.backend / f"judge-{lang}-{key.hexdigest()[:12]}.json"
         try:
             data = json.loads(path.read_text())
             thresholds[lang], windows[lang] = np.asarray(data["thresholds"], dtype=float), int(data["windows"])

@@ -59,23 +59,21 @@ from interp.steering.selection import _sae_digest, select_steering
 def choice_cache_path(lm: LoadedModel, target: str, method: str, *, sae_digest: str = "", layer: int | None = None,
                       key: dict[str, Any] | None = None) -> Path:
     """Where the selected choice for (model, backend, method, SAE or layer, language) is cached."""
-    from interp.cache import cache_dir
+    from interp.cache import model_cache_folder
     from interp.steering.selection import DEFAULT_STRENGTHS, PROBE_STRENGTH
 
     identity = {"format": CHOICE_FORMAT, "strengths": list(DEFAULT_STRENGTHS), "probe": PROBE_STRENGTH,
                 "sae": sae_digest, "layer": layer, **(key or {})}
     tag = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in lm.name)
-    return cache_dir() / "steering" / safe_model / lm.backend / f"{method}-{target}-{tag}.json"
+    return model_cache_folder("steering", lm.name) / lm.backend / f"{method}-{target}-{tag}.json"
 
 
 def cached_choices(lm: LoadedModel, target: str | None = None, method: str | None = None) -> list[Path]:
     """The choices cached for this model and backend (newest first), optionally for one language and method;
     nothing is selected or trained."""
-    from interp.cache import cache_dir
+    from interp.cache import model_cache_folder
 
-    safe_model = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in lm.name)
-    folder = cache_dir() / "steering" / safe_model / lm.backend
+    folder = model_cache_folder("steering", lm.name) / lm.backend
     pattern = f"{method or '*'}-{target or '*'}-*.json"
     found = [p for p in folder.glob(pattern) if not p.name.startswith(".")] if folder.is_dir() else []
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
