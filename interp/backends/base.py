@@ -375,6 +375,21 @@ class Backend(abc.ABC):
             self._hook_names = frozenset(n for n in self._native_hook_names() if not n.endswith(tuple(self._unavailable)))
         return self._hook_names
 
+    @property
+    def embedding_hook(self) -> str:
+        """The hook whose output is the token embeddings alone (before positions, token types and norms).
+
+        Token attributions replace this activation with the tensor they differentiate or perturb
+        (:mod:`interp.attribution.token_attribution`). ``hook_embed`` on decoders; overridden where the
+        architecture names it otherwise.
+
+        Examples:
+            >>> import interp
+            >>> interp.load_model("tiny-gpt2").embedding_hook
+            'embed.hook_out'
+        """
+        return "hook_embed"
+
     def check_hook_names(self, names: Sequence[str]) -> None:
         """Raise :class:`~interp.errors.OptionError` naming the first unknown hook names."""
         unknown = sorted(set(names) - self.hook_names())

@@ -97,6 +97,12 @@ class BridgeBackend(Backend):
         return super().device
 
     # -- hooks -------------------------------------------------------------------------------------
+    @property
+    def embedding_hook(self) -> str:
+        # the embedding module's own output; the Bridge's ``hook_embed`` alias is the summed, normed
+        # embedding on BERT (5.3 away from HookedEncoder's ``embed.hook_embed`` on minilm-l6)
+        return "embed.hook_out"
+
     def _native_hook_names(self) -> Sequence[str]:
         return [*self._model.hook_dict, *self._aliases]
 

@@ -56,6 +56,11 @@ class HookedBackend(Backend):
     backend = "hooked"
 
     # -- hooks -------------------------------------------------------------------------------------
+    @property
+    def embedding_hook(self) -> str:
+        # HookedEncoder nests its embeddings: ``hook_embed`` sits under ``embed``
+        return "embed.hook_embed" if self.is_encoder else "hook_embed"
+
     def _native_hook_names(self) -> Sequence[str]:
         return list(self._model.hook_dict)
 
