@@ -156,6 +156,43 @@ def atlas(
     return run("head-atlas", model, prompts, **options)
 
 
+def explain(
+    model: str | LoadedModel,
+    prompt: str | Sequence[str],
+    target: Any = None,
+    methods: Sequence[str] | str | None = None,
+    **options: Any,
+) -> Any:
+    """Token attributions of ``model``'s prediction on ``prompt`` by attention and by gradients.
+
+    Args:
+        model: a loaded model or a model name (loaded with the defaults).
+        prompt: one prompt or a list (decoders: the next token is explained; encoders: the one ``[MASK]``).
+        target: None (the model's top prediction), a token string such as ``" Paris"``, or a pair
+            ``(" Paris", " Rome")`` for the logit difference; a list gives one per prompt.
+        methods: names from :data:`interp.attribution.token_attribution.METHODS` (default all):
+            ``attention_last``, ``attention_mean``, ``rollout``, ``flow``, ``top_head``, ``saliency``,
+            ``gradient_x_input``, ``integrated_gradients``, ``occlusion``, ``kernel_shap``.
+        options: :func:`~interp.attribution.token_attribution.token_attributions`'s keywords (``steps``,
+            ``samples``, ``top_head``, ``max_rows``, ``seed``).
+
+    Returns a :class:`~interp.attribution.token_attribution.TokenAttributions`: ``.frame`` has one row per
+    (prompt, token, method), ``.convergence_delta`` integrated gradients' delta per prompt.
+
+    Examples:
+        >>> import interp
+        >>> explained = interp.explain("tiny-llama", "The cat", target="s", methods=["saliency", "rollout"])
+        >>> sorted(explained.frame["method"].unique()), explained.target_text
+        (['rollout', 'saliency'], ('s',))
+    """
+    from interp.attribution.token_attribution import token_attributions
+    from interp.models import load_model
+
+    lm = load_model(model) if isinstance(model, str) else model
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    return token_attributions(lm, prompts, target, methods=methods, **options)
+
+
 def _prompt_source(prompts: object) -> str:
     if prompts is None:
         return "shipped default set"

@@ -225,6 +225,35 @@ def attention_viewer_html(tokens: Sequence[str], patterns: Any, *, heads: Sequen
     return examples_viewer_html([example], heads=heads, title=title, element_id=element_id, initial=start)
 
 
+def attribution_viewer_html(examples: Sequence[Mapping[str, Any]], methods: Sequence[str], *,
+                            signed: Sequence[str] = (), title: str | None = None, note: str | None = None,
+                            element_id: str | None = None) -> str:
+    """A token-level viewer of attributions, one method at a time (an HTML fragment, CSS and script inlined).
+
+    ``examples`` are ``{"prompt", "tokens", "predict", "target", "scores": {method: [value or None]}}``
+    mappings (one value per token; None for unscored special tokens). Tokens and prompts are escaped by
+    the browser (``textContent``); the data travels as :func:`safe_json`.
+
+    Examples:
+        >>> page = attribution_viewer_html([{"prompt": "<b>", "tokens": ["<b>"], "predict": 0, "target": "x",
+        ...                                   "scores": {"saliency": [1.0]}}], ["saliency"])
+        >>> "<b>" in page, page.count('class="interp-tattr"')
+        (False, 1)
+    """
+    payload = {"methods": list(methods), "signed": list(signed), "examples": jsonable(list(examples))}
+    element = element_id or f"interp-tattr-{uuid.uuid4().hex[:10]}"
+    parts = [f"<style>{_asset('token_attribution.css')}</style>",
+             f'<div class="interp-tattr" id="{html.escape(element, quote=True)}">']
+    if title:
+        parts.append(f'<div class="ta-title">{html.escape(title)}</div>')
+    if note:
+        parts.append(f'<p class="ta-note">{html.escape(note)}</p>')
+    parts.append(_json_script(payload, "interp-tattr-data"))
+    parts.append('<div class="ta-body"></div></div>')
+    parts.append(f"<script>{_asset('token_attribution.js')}</script>")
+    return "".join(parts)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Capturing patterns from a model
 # ----------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Method (DeYoung et al. 2020, ERASER; Neely et al. 2022 recommend faithfulness ov
 docs/analyses/explanation-agreement.md): rank a prompt's scored tokens by a method's signed score
 (most supporting first), then remove (deletion) or keep only (insertion) the top ``⌈f·n⌉`` of them for each
 fraction ``f``, and read the target's probability at the predicting position. Removing a token puts the
-baseline (the zero embedding, the same as integrated gradients') in its place; positions are kept.
+baseline (the pad token's embedding, the same as integrated gradients') in its place; positions are kept.
 Comprehensiveness at f is ``p(x) − p(x without its top f)`` and sufficiency ``p(x) − p(only its top f)``;
 their AOPC is the mean over f ∈ {0.1, 0.2, 0.3, 0.5}. A faithful method has high comprehensiveness and low
 sufficiency; a random ranking (the mean over ``random_orders`` shuffles) is the floor.
@@ -31,7 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.attribution.token_attribution import TokenAttributions, input_embeddings, target_score
+from interp.attribution.token_attribution import (
+    TokenAttributions,
+    baseline_embeddings,
+    input_embeddings,
+    target_score,
+)
 from interp.errors import OptionError
 from interp.models import LoadedModel
 from interp.results import tidy_frame
@@ -136,6 +141,7 @@ def explanation_faithfulness(
     generator = np.random.default_rng(seed)
     batch = lm.pad([list(ids) for ids in attributions.token_ids])
     embedding = input_embeddings(lm, batch)
+    baseline = baseline_embeddings(lm, batch, torch.ones_like(batch.tokens, dtype=torch.bool))
     # one row per distinct (prompt, kept positions); the curves index into it
     masks: dict[tuple[int, bytes], int] = {}
     plan: list[tuple[int, str, str, float, int, int]] = []  # prompt, method, kind, fraction, n_tokens, row
@@ -175,9 +181,9 @@ def explanation_faithfulness(
             keep = torch.zeros(len(chunk), width, dtype=torch.bool)
             for r, (_, kept) in enumerate(chunk):
                 keep[r, :len(kept)] = torch.from_numpy(kept)
-            # padding stays as it is; removed tokens get the zero-embedding baseline
+            # padding stays as it is; removed tokens get the baseline (the pad token)
             pad = ~batch.attention_mask[index].bool()
-            embeds = torch.where((keep | pad).unsqueeze(-1), embedding[index], torch.zeros(()))
+            embeds = torch.where((keep | pad).unsqueeze(-1), embedding[index], baseline[index])
             probabilities[start:start + len(chunk)] = target_score(
                 lm, embeds, batch.tokens[index], batch.attention_mask[index],
                 torch.tensor([attributions.predict_positions[p] for p, _ in chunk]),
@@ -192,5 +198,5 @@ def explanation_faithfulness(
         curves=curves, full_probability=probabilities[full_rows], methods=attributions.methods, fractions=chosen,
         random_orders=random_orders,
         params=dict(fractions=list(chosen), aopc_fractions=list(AOPC_FRACTIONS), random_orders=random_orders,
-                    seed=seed, removal="zero token embedding, positions kept", order="signed score, descending",
+                    seed=seed, removal="pad-token embedding, positions kept", order="signed score, descending",
                     forward_rows=len(keep_rows)))

@@ -171,3 +171,25 @@ def test_an_error_after_the_model_loaded_prints_only_the_error_line(dtype, backe
         "interp: error: max_tokens (T) must be between 2 and the context window 256, got 300"]
     assert process.returncode == 2
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--methods", "saliency,nope"], "unknown attribution method(s) 'nope': choose from attention_last"),
+    (["--tasks", "nosuch"], "unknown task 'nosuch': choose from capitals"),
+    (["--model", "tiny-bert", "--tasks", "induction"], "does not fit tiny-bert, an encoder (it predicts masked tokens)"),
+    (["--model", "tiny-bert"], "has no mask token"),
+    (["--steps", "0"], "steps must be between 1 and 1024"),
+])
+def test_explanation_agreement_usage_errors_are_one_line(args, message, capsys):
+    code = main(["run", "explanation-agreement", "--model", "tiny-gpt2", *args])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0], captured.err
+
+
+def test_explanation_task_file_with_a_multi_token_target_is_one_line(tmp_path, capsys):
+    rows = tmp_path / "mine.jsonl"
+    rows.write_text('{"prompt": "The cat", "target": "sat"}\n', encoding="utf-8")
+    code = main(["run", "explanation-agreement", "--model", "tiny-gpt2", "--tasks", str(rows)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "the target 'sat' is 3 tokens for tiny-gpt2" in err, err

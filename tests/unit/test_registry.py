@@ -31,7 +31,7 @@ def _probe_run(lm, prompts, *, batch_size: int = 8, progress: bool | None = None
 
 def test_the_recipes_are_found_under_interp_analyses():
     names = analysis_names()
-    assert {"attention-sinks", "attention-sparsity", "head-importance", "language-steering", "safety-heads",
+    assert {"attention-sinks", "attention-sparsity", "explanation-agreement", "head-importance", "language-steering", "safety-heads",
             "svd-channels"} <= set(names)
     for name in names:
         assert get_analysis(name).run.__module__.startswith("interp.analyses."), name

@@ -27,16 +27,27 @@ from tests.unit.planted_tokens import plant_decider, plant_uniform
 FAITHFUL = ("top_head", "saliency", "gradient_x_input", "integrated_gradients", "occlusion", "kernel_shap")
 
 
-def plain_logit(lm, text: str, target: int, zero_positions=()) -> float:
-    """The target's logit at the last position from a full forward pass, with the token embeddings of
-    ``zero_positions`` replaced by zeros by a hook written here (not the module's)."""
+def pad_embedding(lm) -> torch.Tensor:
+    """The pad token's embedding, read straight from the embedding matrix's hook on a one-token input."""
+    batch = lm.pad([[lm.pad_token_id]])
+    return lm.capture(batch, [lm.embedding_hook])[lm.embedding_hook][0, 0].clone()
 
-    def zero(activation, hook):
+
+def replace_with_pad(lm, positions):
+    pad = pad_embedding(lm)
+
+    def hook(activation, hook):
         out = activation.clone()
-        out[:, list(zero_positions)] = 0.0
+        out[:, list(positions)] = pad.to(out.dtype)
         return out
 
-    hooks = [(lm.embedding_hook, zero)] if zero_positions else []
+    return hook
+
+
+def plain_logit(lm, text: str, target: int, zero_positions=()) -> float:
+    """The target's logit at the last position from a full forward pass, with the tokens at
+    ``zero_positions`` replaced by the pad token's embedding by a hook written here (not the module's)."""
+    hooks = [(lm.embedding_hook, replace_with_pad(lm, zero_positions))] if zero_positions else []
     with torch.no_grad():
         logits = lm.forward(lm.tokenize([text]), fwd_hooks=hooks)
     return float(logits[0, -1, target])
@@ -193,13 +204,8 @@ def test_faithfulness_curves_read_the_probability_of_a_plain_forward_and_beat_th
         one = curves[(curves.prompt == i) & (curves.method == "occlusion") & (curves.kind == "deletion")
                      & (curves.n_tokens == 1)].probability.iloc[0]
 
-        def zero(activation, hook):
-            out = activation.clone()
-            out[:, 2] = 0.0
-            return out
-
         with torch.no_grad():
-            removed = lm.forward(lm.tokenize([text]), fwd_hooks=[(lm.embedding_hook, zero)])[0, -1]
+            removed = lm.forward(lm.tokenize([text]), fwd_hooks=[(lm.embedding_hook, replace_with_pad(lm, [2]))])[0, -1]
         assert abs(one - float(removed.double().softmax(-1)[result.targets[i]])) < 1e-5
         at_zero = curves[(curves.prompt == i) & (curves.kind == "deletion") & (curves.fraction == 0.0)]
         assert np.allclose(at_zero.probability, faith.full_probability[i])
@@ -235,3 +241,16 @@ def test_empty_prompts_and_an_encoder_without_a_mask_token_are_refused():
         token_attributions(interp.load_model("tiny-gpt2"), ["  "])
     with pytest.raises(PromptError, match="has no mask token"):
         token_attributions(interp.load_model("tiny-bert"), ["no mask here"], methods=ATTENTION_METHODS[:1])
+
+
+def test_the_analysis_runs_on_a_tiny_model_and_escapes_prompt_text_in_its_report(tmp_path):
+    hostile = "<script>alert(1)</script> and"
+    result = interp.run("explanation-agreement", "tiny-gpt2", prompts=[hostile, "a b c d"], progress=False,
+                        methods="attention_last,rollout,saliency,occlusion", random_orders=2)
+    assert set(result.frame.loc[result.frame.metric == "attribution", "method"]) == {
+        "attention_last", "rollout", "saliency", "occlusion"}
+    assert {"spearman", "kendall", "top_k", "comprehensiveness", "sufficiency"} <= set(result.frame.metric)
+    assert any("Spearman" in title for title in result.figures)
+    page = result.to_html(tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in page
+    assert page.count('class="interp-tattr"') == 1
