@@ -151,7 +151,8 @@ def single_token_id(lm: LoadedModel, text: str | int) -> int:
         return int(text)
     if not isinstance(text, str) or text == "":
         raise PromptError(f"a target must be a non-empty token string, got {text!r}")
-    ids = lm.encode(text, prepend_bos=False)
+    # no special tokens: an encoder's encode() wraps any text in [CLS] … [SEP]
+    ids = list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
     unk = getattr(lm.tokenizer, "unk_token_id", None)
     if len(ids) != 1:
         raise PromptError(f"the target {text!r} is {len(ids)} tokens for {lm.name}; a target must be exactly one "

@@ -54,6 +54,10 @@ def test_minilm_explains_its_masked_token(minilm):
     for method in METHODS:
         values = explained.values(method, 0)
         assert np.isfinite(values).all() and len(values) == 6, method  # the six words; [CLS] [MASK] [SEP] unscored
+    named = interp.explain(minilm, "The capital of France is [MASK].", target="paris", methods=["occlusion"])
+    assert named.target_text == ("paris",)
+    with pytest.raises(interp.InterpUserError, match="not in minilm-l6's vocabulary"):
+        interp.explain(minilm, "The capital of France is [MASK].", target="\u2603", methods=["saliency"])
 
 
 def test_the_analysis_runs_end_to_end_on_smollm2(smollm2, tmp_path):
