@@ -11,7 +11,13 @@ import pandas as pd
 from interp import plots
 from interp.attribution.explanation_agreement import ExplanationAgreement, explanation_agreement
 from interp.attribution.explanation_faithfulness import RANDOM, explanation_faithfulness
-from interp.attribution.token_attribution import METHODS, SIGNED_METHODS, check_methods, token_attributions
+from interp.attribution.token_attribution import (
+    ATTENTION_METHODS,
+    METHODS,
+    SIGNED_METHODS,
+    check_methods,
+    token_attributions,
+)
 from interp.errors import PromptError
 from interp.explanation_tasks import default_tasks, explanation_examples
 from interp.models import LoadedModel
@@ -53,7 +59,6 @@ REFERENCES = (
     "DeYoung et al., ERASER: A Benchmark to Evaluate Rationalized NLP Models, ACL 2020.",
     "Kokhlikyan et al., Captum: A unified and generic model interpretability library for PyTorch, 2020.",
 )
-ATTENTION = ("attention_last", "attention_mean", "rollout", "flow", "top_head")
 
 
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
@@ -124,14 +129,9 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         "Comprehensiveness AOPC per method (error bars: sd over examples)", y_title="p(x) − p(x without top f)",
         errors=faith_summary[("comprehensiveness", "std")].fillna(0).to_numpy())
 
-    spread = pairs[pairs.method_a < pairs.method_b].groupby(["method_a", "method_b"]).agg(
-        spearman_mean=("spearman", "mean"), spearman_sd=("spearman", "std"), kendall_mean=("kendall", "mean"),
-        kendall_sd=("kendall", "std"), top_k_mean=("top_k", "mean"), examples=("spearman", "count")).round(3)
-    spearman = overall.matrix("spearman")
-    attention = [m for m in chosen if m in ATTENTION]
-    feature = [m for m in chosen if m not in ATTENTION]
-    cross = spearman.loc[attention, feature].to_numpy() if attention and feature else np.array([np.nan])
-    within = spearman.loc[feature, feature].to_numpy()[~np.eye(len(feature), dtype=bool)] if len(feature) > 1 else np.array([np.nan])
+    attention = [m for m in chosen if m in ATTENTION_METHODS]
+    feature = [m for m in chosen if m not in ATTENTION_METHODS]
+    cross, within = overall.between(attention, feature), overall.between(feature, feature)
     paper = pd.DataFrame([
         {"claim": "attention vs feature attribution: weak", "Neely et al. (DistilBERT)": "weak for every pair",
          "this run (mean Spearman ρ)": _span(cross)},
@@ -140,7 +140,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     ])
     tables = {
         "Explained predictions": pd.DataFrame(rows),
-        "Agreement between methods: mean and sd over examples": spread.reset_index(),
+        "Agreement between methods: mean and sd over examples": overall.pair_table().round(3),
         "Faithfulness per method (mean and sd over examples)": faith_summary.round(4).reset_index(),
         "The paper's finding beside this run (the paper's table values could not be checked offline)": paper,
     }

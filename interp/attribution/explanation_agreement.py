@@ -22,6 +22,7 @@ Examples:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations_with_replacement
 from typing import Any
@@ -62,6 +63,19 @@ class ExplanationAgreement:
         table = self.pairs.pivot_table(index="method_a", columns="method_b", values=statistic, aggfunc=how,
                                        dropna=False)
         return table.reindex(index=list(self.methods), columns=list(self.methods)).astype(float)
+
+    def pair_table(self) -> pd.DataFrame:
+        """One row per unordered pair of different methods: mean and sd over examples of each statistic."""
+        pairs = self.pairs[self.pairs.method_a < self.pairs.method_b]
+        return pairs.groupby(["method_a", "method_b"]).agg(
+            spearman_mean=("spearman", "mean"), spearman_sd=("spearman", "std"), kendall_mean=("kendall", "mean"),
+            kendall_sd=("kendall", "std"), top_k_mean=("top_k", "mean"), examples=("spearman", "count")).reset_index()
+
+    def between(self, first: Sequence[str], second: Sequence[str], statistic: str = "spearman") -> np.ndarray:
+        """The mean ``statistic`` of every pair with one method in ``first`` and a different one in ``second``."""
+        matrix = self.matrix(statistic)
+        return np.array([matrix.loc[a, b] for a in first for b in second if a != b and a in matrix.index
+                         and b in matrix.columns], dtype=float)
 
     @property
     def frame(self) -> pd.DataFrame:
