@@ -150,7 +150,6 @@ def run(
     if scores.influence is not None:
         heads_text = ", ".join(f"{layer}.{head}" for layer, head in scores.influence_heads)
         docs = scores.influence.sort_values("relative", ascending=False).round(5)
-        docs["text"] = docs["text"].map(plots.safe_label)
         tables[f"AttentionInfluence: documents ranked by relative loss increase (masked heads {heads_text})"] = docs
         figures["AttentionInfluence per document"] = plots.bars(
             [f"doc {d}" for d in docs["document"]], docs["relative"].to_numpy(),
