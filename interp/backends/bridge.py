@@ -35,6 +35,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import time
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,7 @@ from interp.backends.base import (
     _StopForward,
     expand_kv,
 )
+from interp.backends.bridge_weights import process_weights_by_block
 from interp.errors import UnknownModelError
 
 if TYPE_CHECKING:
@@ -436,7 +438,13 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
                 hf.hf_device_map = device_map
         use = {k: False for k in processing} if (offloaded or source.is_encoder) else dict(processing)
         if any(use.values()):
-            bridge.enable_compatibility_mode(disable_warnings=True, **use)
+            # TransformerLens's processing, one block at a time: the Bridge's own copies the whole model
+            # twice over at its peak (interp.backends.bridge_weights).
+            setattr(bridge, "process_weights", functools.partial(process_weights_by_block, bridge))  # noqa: B010 - an instance override
+            try:
+                bridge.enable_compatibility_mode(disable_warnings=True, **use)
+            finally:
+                delattr(bridge, "process_weights")  # noqa: B043
         else:
             bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()

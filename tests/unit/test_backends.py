@@ -228,3 +228,38 @@ def test_kv_cached_decoding_equals_a_full_forward_on_both_backends():
                 full = lm.forward(lm.pad([seq]))
             assert torch.allclose(full[0, -2], first[row], atol=1e-4), lm.backend
             assert torch.allclose(full[0, -1], second[row], atol=1e-4), lm.backend
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_block_by_block_weight_processing_equals_the_bridges_own_bit_for_bit(name):
+    """``process_weights_by_block`` (the bridge backend's loader) against ``TransformerBridge.process_weights``
+    on the same weights: every processed tensor identical, and processing really happened (the folded norm
+    gains are 1, the unembedding is centred over the vocabulary)."""
+    import functools
+    import warnings
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.backends.bridge_weights import process_weights_by_block
+    from interp.models.tiny import tiny_source
+
+    source = tiny_source(name)
+    states = []
+    for ours in (False, True):
+        hf = source.build_hf(torch.float32, {})
+        hf.set_attn_implementation("eager")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bridge = TransformerBridge.boot_transformers(source.tl_name or source.name, hf_model=hf,
+                                                         tokenizer=source.tokenizer, dtype=torch.float32, device="cpu")
+            raw = {k: v.detach().clone() for k, v in bridge.state_dict().items()}
+            if ours:
+                bridge.process_weights = functools.partial(process_weights_by_block, bridge)
+            bridge.enable_compatibility_mode(disable_warnings=True)
+        states.append({k: v.detach().clone() for k, v in bridge.state_dict().items()})
+    theirs, mine = states
+    assert theirs.keys() == mine.keys()
+    assert all(torch.equal(theirs[k], mine[k]) for k in theirs), [k for k in theirs if not torch.equal(theirs[k], mine[k])]
+    assert torch.equal(mine["blocks.1.ln1.weight"], torch.ones_like(mine["blocks.1.ln1.weight"]))
+    assert raw["unembed.weight"].mean(0).abs().max() > 1e-4  # the test models' norm gains start at 1, so
+    assert mine["unembed.weight"].mean(0).abs().max() < 1e-6  # centring the unembedding shows processing ran
