@@ -36,7 +36,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         md_layer: int | None = None, candidates: int = 3, max_new_tokens: int = 24, heldout_from: int = 12,
         screen_prompts: int = 12, confirm_prompts: int = 24, blind_prompts: int = 40, sae_tokens: int = DEFAULT_SAE["training_tokens"], sae_width: int = DEFAULT_SAE["d_sae"],
         sae_k: int = DEFAULT_SAE["k"], sae_epochs: int = DEFAULT_SAE["epochs"], sae_seed: int = 0,
-        gen_batch_size: int = 32) -> Result:
+        sae_lr: float = DEFAULT_SAE["lr"], gen_batch_size: int = 32) -> Result:
     from interp.sae import train_sae
 
     started = time.perf_counter()
@@ -55,7 +55,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         raise OptionError(f"need more than {heldout_from} prompts: the ones after --heldout-from are reported")
     timings, t = {}, time.perf_counter()
     saes = {sl: train_sae(lm, sl, d_sae=sae_width, k=sae_k, training_tokens=sae_tokens, epochs=sae_epochs,
-                          seed=sae_seed, progress=progress) for sl in layers}
+                          lr=sae_lr, seed=sae_seed, progress=progress) for sl in layers}
     timings["SAEs (train or load)"] = time.perf_counter() - t
     tuning = steering_tuning_prompts()
     if screen_prompts < 1 or screen_prompts + confirm_prompts > len(tuning) or confirm_prompts < 0:
@@ -162,7 +162,7 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     metadata = {"parameters": {"layers": layers, "languages": langs, "strengths": alphas, "md_layer": md_layer,
                                "candidates": candidates, "max_new_tokens": max_new_tokens, "heldout_prompts": len(heldout),
                                "blind_prompts": len(blind), "sae_seed": sae_seed, "sae_tokens": sae_tokens,
-                               "sae_width": sae_width, "sae_k": sae_k, "sae_epochs": sae_epochs,
+                               "sae_width": sae_width, "sae_k": sae_k, "sae_epochs": sae_epochs, "sae_lr": sae_lr,
                                "sae_path": {sl: str(s.path) for sl, s in saes.items()}},
                 "summary": {f"{r['language']} {r['split']} {r['method']}": round(float(r["coherent_success"]), 3)
                             for r in summary.to_dict("records")},
@@ -192,7 +192,7 @@ register(Analysis(
         "sae_tokens": (int, "SAE training tokens"),
         "sae_width": (int, "SAE latents"),
         "sae_k": (int, "TopK active latents"),
-        "sae_epochs": (int, "SAE passes over the cached activations"),
+        "sae_epochs": (int, "SAE passes over the cached activations"), "sae_lr": (float, "SAE Adam learning rate"),
         "sae_seed": (int, "SAE seed (corpus order, activation shuffle, initialisation)"),
         "gen_batch_size": (int, "prompts per generation batch"),
     }),

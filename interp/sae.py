@@ -45,7 +45,7 @@ SAE_FORMAT_VERSION = 1
 
 #: The default recipe of :func:`train_sae` / ``interp sae train`` (and the ``language-steering`` report).
 DEFAULT_SAE: dict[str, Any] = {"d_sae": 2048, "k": 32, "training_tokens": 150_000, "epochs": 4,
-                               "batch_size_tokens": 256, "lr": 2e-3, "context_size": 64}
+                               "batch_size_tokens": 256, "lr": 2e-3, "context_size": 64, "aux_coefficient": 1.0}
 #: torch threads of every SAE build (activations and training): another count changes the summation order
 #: and so the trained weights, which is why the recipe fixes it (the refusal tune does the same). Two is the
 #: core count of the machines the documented SAEs were built on; more cores are simply not used.
@@ -206,6 +206,8 @@ def sae_cache_folder(lm: LoadedModel, hook_name: str, settings: dict[str, Any]) 
            f"-c{settings['context_size']}-s{settings['seed']}")
     if int(settings.get("epochs", 1)) != 1:  # older single-pass SAEs keep their folder names
         tag += f"-e{settings['epochs']}-b{settings['batch_size_tokens']}-lr{settings['lr']:g}"
+    if float(settings.get("aux_coefficient", 1.0)) != 1.0:  # sae-lens's default keeps the older names
+        tag += f"-aux{settings['aux_coefficient']:g}"
     if "threads" in settings:  # the build's thread count and backend change the weights' last bits
         tag += f"-th{settings['threads']}-{settings['backend']}"
     if int(settings.get("build", 1)) != 1:
@@ -241,6 +243,7 @@ def train_sae(
     batch_size_tokens: int = DEFAULT_SAE["batch_size_tokens"],
     lr: float = DEFAULT_SAE["lr"],
     epochs: int = DEFAULT_SAE["epochs"],
+    aux_coefficient: float = DEFAULT_SAE["aux_coefficient"],
     languages: Sequence[str] = ("en", "fr", "es", "de"),
     tokens_per_language: int | None = None,
     seed: int = 0,
@@ -265,6 +268,8 @@ def train_sae(
             cached-activation dataset in a temporary folder, and sae-lens's runner trains on them
             ``epochs`` times (``use_cached_activations``): more optimiser steps per language-model
             forward pass, which is what dominates training time on a CPU.
+        aux_coefficient: weight of TopK's AuxK loss (dead latents fit the live ones' residual); sae-lens's
+            default is 1, Gao et al. (2024) use 1/32.
         languages: corpus languages (see :func:`interp.corpus.build_corpus`).
         tokens_per_language: cap per language (default: ``training_tokens`` split evenly, at least 20k).
         seed: seeds the corpus order, the activation shuffle and sae-lens's initialisation.
@@ -285,6 +290,8 @@ def train_sae(
                              ("epochs", epochs, 1)):
         if value < low:
             raise OptionError(f"{name} must be at least {low}, got {value}")
+    if not 0 <= aux_coefficient <= 10:
+        raise OptionError(f"aux_coefficient must be in 0..10, got {aux_coefficient}")
     if k > d_sae:
         raise OptionError(f"k ({k}) cannot exceed d_sae ({d_sae})")
     if threads < 1:
@@ -296,7 +303,7 @@ def train_sae(
     hook_name = f"blocks.{layer}.hook_resid_post"
     settings = {"d_sae": d_sae, "k": k, "training_tokens": training_tokens, "context_size": context_size,
                 "batch_size_tokens": batch_size_tokens, "lr": lr, "epochs": epochs, "seed": seed,
-                "languages": list(languages), "threads": threads, "backend": lm.backend, "build": SAE_BUILD_VERSION,
+                "aux_coefficient": aux_coefficient, "languages": list(languages), "threads": threads, "backend": lm.backend, "build": SAE_BUILD_VERSION,
                 "tokens_per_language": per_language, "corpus_fingerprint": corpus.fingerprint}
     folder = sae_cache_folder(lm, hook_name, settings)
     if not force and (folder / "interp_sae.json").is_file() and (folder / "cfg.json").is_file():
@@ -352,6 +359,7 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
             sae=TopKTrainingSAEConfig(
                 d_in=lm.d_model, d_sae=settings["d_sae"], k=settings["k"], dtype="float32", device=device,
                 normalize_activations="expected_average_only_in", apply_b_dec_to_input=True,
+                aux_loss_coefficient=float(settings.get("aux_coefficient", 1.0)),
             ),
             model_name=lm.name,
             hook_name=hook_name,
@@ -565,6 +573,8 @@ def add_train_arguments(parser: Any) -> None:
     parser.add_argument("--context-size", type=int, default=d["context_size"])
     parser.add_argument("--batch-tokens", type=int, default=d["batch_size_tokens"])
     parser.add_argument("--lr", type=float, default=d["lr"])
+    parser.add_argument("--aux-coefficient", type=float, default=d["aux_coefficient"],
+                        help=f"weight of TopK's AuxK dead-latent loss (default {d['aux_coefficient']:g})")
     parser.add_argument("--languages", default="en,fr,es,de", help="corpus languages (default en,fr,es,de)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="retrain even if a cached SAE exists")
@@ -583,7 +593,7 @@ def cli_sae(args: Any) -> int:
     started = time.perf_counter()
     trained = train_sae(lm, args.layer, d_sae=args.width, k=args.k, training_tokens=args.tokens,
                         context_size=args.context_size, batch_size_tokens=args.batch_tokens, lr=args.lr, epochs=args.epochs,
-                        languages=languages, seed=args.seed, force=args.force,
+                        aux_coefficient=args.aux_coefficient, languages=languages, seed=args.seed, force=args.force,
                         progress=False if args.no_progress else None)
     print(f"sae:     {trained.path}")
     print(f"hook:    {trained.hook_name} ({trained.sae.cfg.d_sae} latents, TopK k={args.k})")

@@ -627,3 +627,42 @@ def test_sae_build_gives_the_same_weights_whatever_the_process_drew_before(tiny_
         assert torch.equal(tensor, second[name]), name
     other_seed = train_sae(tiny_gpt2, 0, seed=1, **recipe).sae.state_dict()
     assert not torch.equal(first["W_dec"], other_seed["W_dec"])
+
+
+def test_sae_aux_coefficient_reaches_sae_lens_and_names_its_cache_folder(tiny_gpt2, tmp_path, monkeypatch) -> None:
+    """The AuxK weight is a recipe setting: it must reach sae-lens's TopK config, give its own cache folder when
+    it is not sae-lens's default (so older folders keep their names), and refuse a value out of range."""
+    pytest.importorskip("sae_lens", reason="sae-lens is not installed (the transformer-lens 4 environment)")
+    import sae_lens
+
+    import interp.sae as sae_module
+
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("INTERP_CORPUS_CATALOGS", "0")
+    seen: list[float] = []
+
+    class Stop(Exception):
+        pass
+
+    class FakeRunner:
+        def __init__(self, cfg, **kwargs) -> None:
+            seen.append(cfg.sae.aux_loss_coefficient)
+            raise Stop
+
+    monkeypatch.setattr(sae_lens, "LanguageModelSAETrainingRunner", FakeRunner)
+    recipe = {"d_sae": 16, "k": 4, "training_tokens": 1000, "tokens_per_language": 200, "epochs": 1,
+              "progress": False}
+    for weight in (1.0, 1 / 32):
+        with pytest.raises(Stop):
+            sae_module.train_sae(tiny_gpt2, 0, aux_coefficient=weight, **recipe)
+    assert seen == [1.0, 1 / 32]
+    settings = {"d_sae": 16, "k": 4, "training_tokens": 1000, "context_size": 64, "seed": 0, "epochs": 4,
+                "batch_size_tokens": 256, "lr": 2e-3, "corpus_fingerprint": "0123456789ab"}
+    default_name = sae_module.sae_cache_folder(tiny_gpt2, "blocks.0.hook_resid_post", settings).name
+    assert "aux" not in default_name
+    assert sae_module.sae_cache_folder(tiny_gpt2, "blocks.0.hook_resid_post",
+                                       {**settings, "aux_coefficient": 1.0}).name == default_name
+    assert sae_module.sae_cache_folder(tiny_gpt2, "blocks.0.hook_resid_post",
+                                       {**settings, "aux_coefficient": 1 / 32}).name.endswith("-aux0.03125-0123456789")
+    with pytest.raises(OptionError, match="aux_coefficient must be in 0..10"):
+        sae_module.train_sae(tiny_gpt2, 0, aux_coefficient=-1.0)
