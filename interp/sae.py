@@ -359,7 +359,7 @@ def _run_sae_lens(lm: LoadedModel, hook_name: str, corpus: Any, settings: dict[s
             sae=TopKTrainingSAEConfig(
                 d_in=lm.d_model, d_sae=settings["d_sae"], k=settings["k"], dtype="float32", device=device,
                 normalize_activations="expected_average_only_in", apply_b_dec_to_input=True,
-                aux_loss_coefficient=float(settings.get("aux_coefficient", 1.0)),
+                aux_loss_coefficient=settings["aux_coefficient"],
             ),
             model_name=lm.name,
             hook_name=hook_name,
