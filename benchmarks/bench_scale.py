@@ -15,8 +15,9 @@ machine's memory) runs through accelerate's ``device_map`` with a CPU budget and
 bridge backend: its checkpoint is written once to the cache directory, shard by shard, and read back
 layer by layer as the passes run.
 
-    python benchmarks/bench_scale.py --quick    # the 1B shape on both backends (CPU, < 3 min)
+    python benchmarks/bench_scale.py --quick    # the 1B shape on every backend (CPU, < 3 min)
     python benchmarks/bench_scale.py            # and the 7B shape with disk offload (CPU: slow, ~30+ min)
+    python benchmarks/bench_scale.py --only-7b --sinks-only   # the 7B offloaded load and sinks pass alone
     python benchmarks/bench_scale.py --device cuda   # on a GPU: both shapes in memory on both backends
 
 The table gives the times; the last lines are ``RESULT scale_<shape>_<backend>_scan_vs_naive <x> abs target
@@ -100,6 +101,11 @@ interp.run("attention-sinks", lm, cfg["prompts"], progress=False, max_tokens=cfg
 out["sinks_s"] = time.perf_counter() - started
 out["load_sinks_peak_gib"] = peak_gib()  # the whole process: interpreter, libraries, weights, the pass
 out["weights_gib"] = lm.info.n_params * torch.finfo(lm.dtype).bits / 8 / 2**30
+if cfg.get("sinks_only"):
+    out["scan_s"] = out["generate_s"] = out["tokens_per_s"] = float("nan")
+    out["peak_gib"] = peak_gib()
+    print("RESULT-JSON " + json.dumps(out))
+    raise SystemExit(0)
 
 layer = lm.n_layers // 2
 task = induction_task(lm, n_sequences=2, half_length=cfg["half"], seed=0)
@@ -188,20 +194,24 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-memory", default="8GiB", help="CPU budget of the 7B offloaded run (default 8GiB)")
     parser.add_argument("--keep", action="store_true", help="keep the 7B random checkpoint (27 GB) in the cache")
-    parser.add_argument("--backend", choices=["hooked", "bridge"], action="append",
-                        help="only this backend for the 1B shape (repeatable; default both)")
+    parser.add_argument("--backend", choices=["hooked", "bridge", "nnsight"], action="append",
+                        help="only this backend for the 1B shape (repeatable; default every installed one)")
+    parser.add_argument("--only-7b", action="store_true", help="skip the 1B shape")
+    parser.add_argument("--sinks-only", action="store_true",
+                        help="the 7B offloaded run loads and runs the sinks pass only (no scan, no generation)")
     args = parser.parse_args()
+    from interp.backends import available_backends
     from interp.cache import cache_dir
 
     rows, results = [], []
     common = dict(threads=args.threads, device=args.device, prompts=PROMPTS, folder=None, placement={})
     plan = [("1b", backend, dict(common, shape=SHAPES["1b"], dtype="float32", tokens=64, half=12, new_tokens=8,
                                  check=True))
-            for backend in (args.backend or ("hooked", "bridge"))]
+            for backend in (args.backend or available_backends()) if not args.only_7b]
     if not args.quick:
         if args.device == "cuda":  # in GPU memory, both backends
             plan += [("7b", backend, dict(common, shape=SHAPES["7b"], dtype="bfloat16", tokens=64, half=12,
-                                          new_tokens=8, check=True)) for backend in ("hooked", "bridge")]
+                                          new_tokens=8, check=True)) for backend in available_backends()]
         else:  # larger than this machine's memory: accelerate's device map, CPU budget + disk offload
             folder = cache_dir() / "bench-scale" / "llama-7b-random"
             started = time.perf_counter()
@@ -209,7 +219,7 @@ def main() -> int:
             print(f"7B random checkpoint at {folder} ({time.perf_counter() - started:.0f} s to write)", flush=True)
             placement = {"max_memory": {"cpu": args.max_memory}, "offload_folder": str(folder.parent / "offload")}
             plan.append(("7b", "bridge", dict(common, folder=str(folder), placement=placement, dtype="float32",
-                                              tokens=24, half=6, new_tokens=2, check=False)))
+                                              tokens=24, half=6, new_tokens=2, check=False, sinks_only=args.sinks_only)))
     for label, backend, cfg in plan:
         cfg = dict(cfg, label=label, backend=backend)
         print(f"running {label} on {backend} ...", flush=True)
@@ -228,6 +238,8 @@ def main() -> int:
         if "scan_vs_naive" in out:
             print(result_line(f"scale_{label}_{backend}_scan_vs_naive", out["scan_vs_naive"], "abs", "<=", 1e-4))
         print(result_line(f"scale_{label}_{backend}_peak_memory", out["peak_gib"], "GiB", "<=", 24))
+        if label == "7b":
+            print(result_line(f"scale_7b_{backend}_sinks_seconds", out["sinks_s"], "s", "<=", 3600))
     for label, backend, out in results:
         if label == "1b" and backend != "hooked":  # HookedTransformer keeps its own copy: reported in the table
             print(result_line(f"load_peak_over_weights_{backend}", out["load_sinks_peak_gib"] / out["weights_gib"],

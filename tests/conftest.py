@@ -23,7 +23,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--backend", default=None, choices=("hooked", "bridge"),
+    parser.addoption("--backend", default=None, choices=("hooked", "bridge", "nnsight"),
                      help="the model backend every test loads by default (INTERP_BACKEND)")
 
 

@@ -4,14 +4,16 @@ Nothing outside this package imports ``transformer_lens`` (ruff's banned-api rul
 
 * :mod:`interp.backends.base` — the protocol (:class:`Backend`) and its plain data;
 * :mod:`interp.backends.hooked` — TransformerLens's ``HookedTransformer`` / ``HookedEncoder``;
-* :mod:`interp.backends.bridge` — TransformerLens's ``TransformerBridge`` (accelerate's ``device_map``).
+* :mod:`interp.backends.bridge` — TransformerLens's ``TransformerBridge`` (accelerate's ``device_map``);
+* :mod:`interp.backends.nnsight` — nnsight's ``LanguageModel`` on the Hugging Face model (the optional
+  ``nnsight`` extra).
 
 Backends are imported lazily: ``import interp`` loads neither TransformerLens nor transformers.
 
 Examples:
     >>> from interp.backends import BACKENDS, DEFAULT_BACKEND
     >>> BACKENDS, DEFAULT_BACKEND
-    (('hooked', 'bridge'), 'bridge')
+    (('hooked', 'bridge', 'nnsight'), 'bridge')
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from interp.backends.base import (
 from interp.errors import OptionError
 
 #: Backend names, in the order the docs list them.
-BACKENDS: tuple[str, ...] = ("hooked", "bridge")
+BACKENDS: tuple[str, ...] = ("hooked", "bridge", "nnsight")
 #: The default, chosen by measurement (docs/concepts/backends.md; benchmarks/bench_backends.py): the bridge
 #: was as fast or faster on every analysis but one, loads faster, maps more architectures, takes a device map
 #: and is the only backend of transformer-lens 4. A model can prefer another (``ModelSpec.backend``).
@@ -59,10 +61,12 @@ def preferred_backend(preference: str | None) -> str:
 
 
 def available_backends() -> list[str]:
-    """Backends the installed TransformerLens offers (transformer-lens 4 has the bridge only)."""
+    """Backends the installed packages offer (transformer-lens 4 has no hooked backend; nnsight is an extra)."""
     names = ["bridge"]
     if importlib.util.find_spec("transformer_lens.HookedTransformer") is not None:
         names.insert(0, "hooked")
+    if importlib.util.find_spec("nnsight") is not None:
+        names.append("nnsight")
     return names
 
 
@@ -125,6 +129,9 @@ def build_backend(name: str, source: Any, *, dtype: torch.dtype, device: str, pr
     """Wrap a :class:`~interp.models.sources.ModelSource` in backend ``name`` (quietly)."""
     if name not in BACKENDS:
         raise OptionError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
+    if name == "nnsight" and name not in available_backends():
+        raise OptionError("backend 'nnsight' needs the nnsight package: pip install 'interp[nnsight]' "
+                          "(make setup installs it into .venv)")
     if name not in available_backends():
         raise OptionError(f"backend {name!r} is not in the installed transformer-lens "
                           f"(transformer-lens 4 removed HookedTransformer): use --backend bridge")

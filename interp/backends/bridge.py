@@ -56,6 +56,7 @@ from interp.backends.base import (
     expand_kv,
 )
 from interp.backends.bridge_weights import process_weights_by_block
+from interp.backends.hf import arch_facts, effective_gain, input_device, norm_spec
 from interp.errors import UnknownModelError
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class BridgeBackend(Backend):
     @property
     def device(self) -> torch.device:
         if self._offloaded:
-            return torch.device(_input_device(self._hf))
+            return torch.device(input_device(self._hf))
         return super().device
 
     # -- hooks -------------------------------------------------------------------------------------
@@ -196,14 +197,14 @@ class BridgeBackend(Backend):
             # Folded into W_U: what is left is the normalisation itself (TransformerLens's LNPre/RMSNormPre).
             return NormSpec(kind=self.facts.normalization)  # type: ignore[arg-type]
         with self.weights_context(module):
-            return _norm_spec(module, self.facts.normalization)
+            return norm_spec(module, self.facts.normalization)
 
     def post_attn_norm_spec(self, layer: int) -> NormSpec | None:
         block = self._model.blocks[layer]
         if not self.facts.post_attn_norm or not hasattr(block, "ln1_post"):
             return None
         with self.weights_context(block):
-            return _norm_spec(block.ln1_post, "rmsnorm")
+            return norm_spec(block.ln1_post, "rmsnorm")
 
     def head_weights(self, layer: int) -> HeadWeights:
         block = self._model.blocks[layer]
@@ -213,8 +214,8 @@ class BridgeBackend(Backend):
             b_o = getattr(attn, "b_O", None)
             q_gain = k_gain = None
             if self.facts.qk_norm and hasattr(attn, "q_norm"):
-                q_gain = _effective_gain(attn.q_norm)
-                k_gain = _effective_gain(attn.k_norm)
+                q_gain = effective_gain(attn.q_norm)
+                k_gain = effective_gain(attn.k_norm)
             post = self.post_attn_norm_spec(layer)
             return HeadWeights(
                 W_Q=attn.W_Q.detach().clone(), W_K=expand_kv(attn.W_K.detach(), n).clone(),
@@ -312,29 +313,6 @@ def _block_list(bridge: Any) -> tuple[nn.ModuleList, int]:
     raise UnknownModelError("the bridge backend could not find the model's list of blocks")
 
 
-def _effective_gain(module: Any) -> Tensor:
-    """A norm's multiplicative gain; Gemma-style RMSNorms compute ``x · (1 + w)``."""
-    inner = getattr(module, "original_component", module)
-    weight = inner.weight.detach().clone()
-    return weight + 1.0 if type(inner).__name__.startswith("Gemma") else weight
-
-
-def _norm_spec(module: Any, kind: str) -> NormSpec:
-    inner = getattr(module, "original_component", module)
-    bias = getattr(inner, "bias", None)
-    return NormSpec(kind="layernorm" if kind == "layernorm" else "rmsnorm",
-                    gain=_effective_gain(module) if getattr(inner, "weight", None) is not None else None,
-                    bias=None if bias is None else bias.detach().clone())
-
-
-def _input_device(hf: nn.Module) -> str:
-    placement = getattr(hf, "hf_device_map", None) or {}
-    for device in placement.values():
-        if device not in ("disk", "meta"):
-            return "cpu" if device == "cpu" else (f"cuda:{device}" if isinstance(device, int) else str(device))
-    return "cpu"
-
-
 @contextlib.contextmanager
 def _onloaded(root: nn.Module, active: set[int]) -> Iterator[None]:
     """Load the weights of every disk-offloaded module under ``root`` not already loaded (``active``) with
@@ -360,35 +338,9 @@ def _onloaded(root: nn.Module, active: set[int]) -> Iterator[None]:
 # Building
 # ----------------------------------------------------------------------------------------------------
 def _facts(bridge: Any, hf: PreTrainedModel, *, is_encoder: bool, n_ctx: int | None) -> ArchFacts:
-    config = hf.config
-    text = getattr(config, "text_config", None) or config
-    n_heads = int(text.num_attention_heads)
-    d_model = int(text.hidden_size)
-    names = {name for name, _ in hf.named_modules()}
-    positional = "rotary" if any(n.endswith("rotary_emb") for n in names) else (
-        "learned" if any(n.endswith(("wpe", "position_embeddings", "embed_positions")) for n in names) else "none")
-    final = getattr(bridge, "ln_final", None)
-    final_kind = None
-    if final is not None:
-        inner = type(getattr(final, "original_component", final)).__name__
-        final_kind = "layernorm" if "LayerNorm" in inner and "RMS" not in inner else "rmsnorm"
-    if is_encoder:
-        final_kind = "layernorm"
-    layer_types = list(getattr(text, "layer_types", None) or [])
-    sliding = tuple(i for i, kind in enumerate(layer_types) if kind == "sliding_attention")
-    soft = getattr(text, "final_logit_softcapping", None)
-    attn_soft = getattr(text, "attn_logit_softcapping", None)
-    max_pos = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
-    return ArchFacts(
-        n_layers=len(bridge.blocks), n_heads=n_heads,
-        n_kv_heads=int(getattr(text, "num_key_value_heads", None) or n_heads), d_model=d_model,
-        d_head=int(getattr(text, "head_dim", None) or d_model // n_heads), d_vocab=int(text.vocab_size),
-        n_ctx=int(n_ctx or max_pos), is_encoder=is_encoder, positional=positional, normalization=final_kind,
-        post_attn_norm=hasattr(bridge.blocks[0], "ln1_post"), qk_norm=hasattr(bridge.blocks[0].attn, "q_norm"),
-        logit_softcap=float(soft) if soft else None, attn_softcap=float(attn_soft) if attn_soft else None,
-        sliding_window=int(text.sliding_window) if sliding and getattr(text, "sliding_window", None) else None,
-        sliding_layers=sliding,
-    )
+    return arch_facts(hf, n_layers=len(bridge.blocks), final_norm=getattr(bridge, "ln_final", None),
+                      post_attn_norm=hasattr(bridge.blocks[0], "ln1_post"), qk_norm=hasattr(bridge.blocks[0].attn, "q_norm"),
+                      is_encoder=is_encoder, n_ctx=n_ctx)
 
 
 def _encoder_aliases(n_layers: int) -> dict[str, str]:
@@ -450,7 +402,7 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
     bridge.eval()
     facts = _facts(bridge, hf, is_encoder=source.is_encoder, n_ctx=source.n_ctx)
     aliases = _encoder_aliases(facts.n_layers) if source.is_encoder else {}
-    first_device = _input_device(hf) if device_map else str(next(hf.parameters()).device)
+    first_device = input_device(hf) if device_map else str(next(hf.parameters()).device)
     notes = source.notes
     if offloaded:
         notes = (notes + "; " if notes else "") + "disk-offloaded layers: weights unprocessed (raw Hugging Face coordinates)"

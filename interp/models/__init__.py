@@ -289,6 +289,8 @@ def load_model(
     placement = _placement(device_map, max_memory, offload_folder, name)
     started = time.perf_counter()
     source = _source(name, seed, edit)
+    if chosen == "nnsight" and source.is_encoder and backend is None:
+        chosen = default_backend()  # INTERP_BACKEND=nnsight: encoders, which nnsight's backend does not map
     loaded = build_backend(chosen, source, dtype=torch_dtype, device=device_str, processing=flags,
                            placement=placement, started=started)
     if reuse and edit is None:

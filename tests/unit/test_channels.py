@@ -389,7 +389,7 @@ def test_head_shares_sum_to_the_attention_output_under_a_post_attention_norm(tmp
     raw = out["blocks.0.hook_attn_out"] * out["blocks.0.ln1_post.hook_scale"] / post_gain.to(lm.device)
     assert not torch.allclose(sum(shares.values()), raw, atol=1e-2)
     # the effective OV folds the post-norm gain; the effective QK folds the q/k-norm gains. Reference: the HF
-    # weights (o_proj/v_proj per head; the input norm's gain folded into W_V/W_Q/W_K as fold_ln does)
+    # weights (o_proj/v_proj per head; the input norm's gain folded into W_V/W_Q/W_K where fold_ln is on)
     d_head = 8
 
     def per_head(layer, name, head):
@@ -397,7 +397,8 @@ def test_head_shares_sum_to_the_attention_output_under_a_post_attention_norm(tmp
         weight = getattr(block.self_attn, name).weight.detach()
         if name == "o_proj":
             return weight[:, head * d_head:(head + 1) * d_head].T
-        return (weight[head * d_head:(head + 1) * d_head] * (1 + block.input_layernorm.weight.detach())[None]).T
+        gain = (1 + block.input_layernorm.weight.detach()) if lm.info.processing.get("fold_ln") else 1.0
+        return (weight[head * d_head:(head + 1) * d_head] * gain).T  # unprocessed backends keep the raw weights
 
     left, right = head_factors(lm, "OV")
     expected_ov = per_head(0, "v_proj", 1) @ per_head(0, "o_proj", 1) * post_gain
