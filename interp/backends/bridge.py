@@ -56,22 +56,11 @@ from interp.backends.base import (
     expand_kv,
 )
 from interp.backends.bridge_weights import process_weights_by_block
-from interp.backends.hf import arch_facts, effective_gain, input_device, norm_spec
+from interp.backends.hf import Resume, arch_facts, effective_gain, input_device, input_replacer, norm_spec
 from interp.errors import UnknownModelError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
-
-
-class _Resume(nn.Module):
-    """Stands in for the blocks before ``start_at_layer``: returns the cached residual, whatever it is given."""
-
-    def __init__(self, residual: Tensor) -> None:
-        super().__init__()
-        self.residual = residual
-
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-        return self.residual
 
 
 class BridgeBackend(Backend):
@@ -162,7 +151,7 @@ class BridgeBackend(Backend):
         if self.is_encoder:
             raise UnknownModelError(f"{self.name} is an encoder: resuming from a layer needs a decoder")
         residual = residual.to(self.device)
-        stand_in = _Resume(residual)
+        stand_in = Resume(residual)
         saved = [self._layers[self._first_block + i] for i in range(start)]
         # Token ids only give the Hugging Face forward the batch and sequence shape; the embeddings they
         # produce are dropped by the stand-in (a gather, negligible next to a block).
@@ -172,7 +161,7 @@ class BridgeBackend(Backend):
         handle = None
         if start == 0:
             handle = self._layers[self._first_block].register_forward_pre_hook(
-                _input_replacer(residual), with_kwargs=True)
+                input_replacer(residual), with_kwargs=True)
         try:
             for i in range(start):
                 self._layers[self._first_block + i] = stand_in
@@ -289,17 +278,6 @@ def _cache_kwarg_alias(module: nn.Module, args: tuple[Any, ...], kwargs: dict[st
     if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
         kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
     return args, kwargs
-
-
-def _input_replacer(residual: Tensor) -> Any:
-    """A forward pre-hook that hands a block ``residual`` as its hidden states (positional or keyword)."""
-
-    def replace(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
-        if args:
-            return (residual, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": residual}
-
-    return replace
 
 
 def _block_list(bridge: Any) -> tuple[nn.ModuleList, int]:

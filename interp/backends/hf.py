@@ -1,6 +1,6 @@
-"""Facts and weights read from a Hugging Face model itself, shared by the backends that run one
-(``bridge`` and ``nnsight``): architecture facts from its config and module names, norm gains as the
-methods need them, and the device its inputs go to under accelerate's placement.
+"""What the backends that run a Hugging Face model itself (``bridge`` and ``nnsight``) share: architecture
+facts from its config and module names, norm gains as the methods need them, the device its inputs go to under
+accelerate's placement, and the stand-in and pre-hook that resume a pass from a cached residual.
 
 Examples:
     >>> import torch
@@ -79,3 +79,25 @@ def arch_facts(hf: Any, *, n_layers: int, final_norm: Any, post_attn_norm: bool,
         sliding_window=int(text.sliding_window) if sliding and getattr(text, "sliding_window", None) else None,
         sliding_layers=sliding,
     )
+
+
+class Resume(nn.Module):
+    """Stands in for the blocks before ``start_at_layer``: returns the cached residual, whatever it is given."""
+
+    def __init__(self, residual: Tensor) -> None:
+        super().__init__()
+        self.residual = residual
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.residual
+
+
+def input_replacer(residual: Tensor) -> Any:
+    """A forward pre-hook that hands a block ``residual`` as its hidden states (positional or keyword)."""
+
+    def replace(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        if args:
+            return (residual, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": residual}
+
+    return replace

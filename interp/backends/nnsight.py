@@ -57,8 +57,17 @@ from interp.backends.base import (
     NormSpec,
     ReturnType,
     expand_kv,
+    layer_of,
 )
-from interp.backends.hf import arch_facts, effective_gain, input_device, norm_kind, norm_spec
+from interp.backends.hf import (
+    Resume,
+    arch_facts,
+    effective_gain,
+    input_device,
+    input_replacer,
+    norm_kind,
+    norm_spec,
+)
 from interp.errors import OptionError, UnknownModelError
 
 #: (envoy path, what is read): ``input``/``output`` of a module, or ``op:NAME:input|output`` of an operation
@@ -178,8 +187,8 @@ class NNsightBackend(Backend):
         self._layout = layout
         self._fwd: list[tuple[str, HookFn]] = []
         self._batch_size = 1  # of the pass being traced
-        self._twin: Backend | None = None
-        self._edited: dict[str, Tensor] = {}  # hook_result values edited in the pass being traced  # the bridge over a copy of the weights, for peer libraries
+        self._twin: Backend | None = None  # a bridge over the same weights, for peer libraries (native_model)
+        self._edited: dict[str, Tensor] = {}  # hook_result values edited in the pass being traced
         self._bwd: list[tuple[str, HookFn]] = []
         self._blocks = _module(hf, layout.blocks)
         assert isinstance(self._blocks, nn.ModuleList)
@@ -413,7 +422,7 @@ class NNsightBackend(Backend):
             return raw, False
         if point.defer is not None:  # hook_result: the output projection's output becomes the heads' sum
             self._edited[name] = new  # what a later hook on the same name sees
-            pending[point.defer] = new.sum(-2) + self._out_bias(layer_of_point(name)).to(new)
+            pending[point.defer] = new.sum(-2) + self._out_bias(int(layer_of(name) or 0)).to(new)
             return raw, False
         if point.write is None:
             if new is value:
@@ -435,13 +444,13 @@ class NNsightBackend(Backend):
 
     def _resume(self, residual: Tensor, mask: Tensor, start: int, stop: int | None, return_type: ReturnType) -> Any:
         residual = residual.to(self.device)
-        stand_in = _Resume(residual)
+        stand_in = Resume(residual)
         saved = [self._blocks[i] for i in range(start)]
         # Token ids only give the forward its batch and sequence shape; their embeddings are dropped.
         dummy = torch.full(residual.shape[:2], self.pad_token_id, dtype=torch.long, device=self.device)
         handle = None
         if start == 0:
-            handle = self._blocks[0].register_forward_pre_hook(_input_replacer(residual), with_kwargs=True)
+            handle = self._blocks[0].register_forward_pre_hook(input_replacer(residual), with_kwargs=True)
         try:
             for i in range(start):
                 self._blocks[i] = stand_in
@@ -553,32 +562,6 @@ def _twin_of(hf: nn.Module) -> nn.Module:
     return twin.eval()
 
 
-class _Resume(nn.Module):
-    """Stands in for the blocks before ``start_at_layer``: returns the cached residual, whatever it is given."""
-
-    def __init__(self, residual: Tensor) -> None:
-        super().__init__()
-        self.residual = residual
-
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-        return self.residual
-
-
-def _input_replacer(residual: Tensor) -> Any:
-    """A forward pre-hook that hands a block ``residual`` as its hidden states (positional or keyword)."""
-
-    def replace(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
-        if args:
-            return (residual, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": residual}
-
-    return replace
-
-
-def layer_of_point(name: str) -> int:
-    return int(name.split(".")[1])
-
-
 def _compose(outer: Callable[[Tensor], Tensor], inner: Callable[[Any], Tensor]) -> Callable[[Any], Tensor]:
     return lambda raw: outer(inner(raw))
 
@@ -657,7 +640,8 @@ def _pin_eager_attention(hf: nn.Module, attention: nn.Module) -> None:
     name = f"interp_eager_{id(function):x}"
     AttentionInterface.register(name, function)
     AttentionMaskInterface.register(name, eager_mask)
-    for config in (hf.config, getattr(hf.config, "text_config", None)):
+    main: Any = hf.config
+    for config in (main, getattr(main, "text_config", None)):
         if config is not None:
             config._attn_implementation = name
 
