@@ -142,3 +142,24 @@ def test_steered_greedy_generation_gives_the_same_tokens(pair) -> None:
         assert lm.active_hook_count() == 0
     assert tokens["bridge"] == tokens["nnsight"]
     assert generate(pair["nnsight"], prompts, max_new_tokens=10).token_ids != tokens["nnsight"]
+
+
+def test_sink_streaming_and_explanations_agree(smollm2_nn) -> None:
+    """The two analyses that write attention scores (StreamingLLM's masks) and differentiate through the
+    embeddings (Captum), against the unprocessed bridge on smollm2-135m at small sizes."""
+    import numpy as np
+
+    from interp.attribution.sink_streaming import sink_streaming
+
+    bridge, nn = _raw_bridge("smollm2-135m"), smollm2_nn["nnsight"]
+    streams = [sink_streaming(lm, window=16, ks=(1,), controls=("newline",), max_tokens=48, queries=2,
+                              progress=False).to_frame() for lm in (bridge, nn)]
+    assert_same_frame(*streams, rtol=1e-4, atol=1e-4)
+    prompts, targets = ["The keys to the old cabinet", "The key to the old cabinets"], [(" are", " is"), (" is", " are")]
+    methods = ["attention_last", "rollout", "saliency", "integrated_gradients", "occlusion"]
+    a, b = (interp.explain(lm, prompts, target=targets, methods=methods, steps=8).frame for lm in (bridge, nn))
+    assert a[["prompt", "position", "token", "method"]].equals(b[["prompt", "position", "token", "method"]])
+    for method, left in a.groupby("method"):
+        right = b[b.method == method]
+        scale = max(1e-6, float(np.abs(left.value).max()))
+        assert np.allclose(left.value, right.value, rtol=2e-3, atol=2e-3 * scale), method
