@@ -220,10 +220,11 @@ class BridgeBackend(Backend):
 
     @property
     def b_U(self) -> Tensor:
-        bias = getattr(self._hf.get_output_embeddings(), "bias", None)
-        if bias is None:
+        head = self._hf.get_output_embeddings()
+        if getattr(head, "bias", None) is None:
             return torch.zeros(self.d_vocab, dtype=self.dtype, device=self.device)
-        return self._model.b_U
+        with self.weights_context(head):
+            return self._model.b_U.detach().clone()  # a copy: an offloaded module's tensors go back to meta
 
     @property
     def W_E(self) -> Tensor:
@@ -289,6 +290,29 @@ def _block_list(bridge: Any) -> tuple[nn.ModuleList, int]:
                 if entry is first:
                     return module, index
     raise UnknownModelError("the bridge backend could not find the model's list of blocks")
+
+
+def _offload_added_biases(hf: nn.Module) -> None:
+    """Give accelerate the zero biases the Bridge adds to disk-offloaded modules.
+
+    The Bridge registers a bias where the checkpoint has none (the unembedding's ``b_U``); on a module whose
+    weights live on disk it is a meta tensor that is not in accelerate's offload index, so loading the module
+    (for a pass through ``lm_head``, or to read ``W_U``) failed with ``KeyError: 'lm_head.bias'``. The missing
+    biases are added to the index's in-memory part as the zeros they are."""
+    from accelerate.utils import named_module_tensors
+
+    for module in hf.modules():
+        hook = getattr(module, "_hf_hook", None)
+        weights = getattr(hook, "weights_map", None)
+        if not getattr(hook, "offload", False) or weights is None or not hasattr(weights, "dataset"):
+            continue
+        loader = weights.dataset
+        for name, tensor in named_module_tensors(module, include_buffers=hook.offload_buffers,
+                                                 recurse=hook.place_submodules, remove_non_persistent=True):
+            key = f"{weights.prefix}{name}"
+            if name.rpartition(".")[2] == "bias" and key not in loader.state_dict and key not in loader.index:
+                loader.state_dict[key] = torch.zeros(tensor.shape, dtype=tensor.dtype)
+                loader.all_keys.append(key)
 
 
 @contextlib.contextmanager
@@ -378,6 +402,8 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
         else:
             bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
+    if offloaded:
+        _offload_added_biases(hf)
     facts = _facts(bridge, hf, is_encoder=source.is_encoder, n_ctx=source.n_ctx)
     aliases = _encoder_aliases(facts.n_layers) if source.is_encoder else {}
     first_device = input_device(hf) if device_map else str(next(hf.parameters()).device)

@@ -292,3 +292,26 @@ def test_import_interp_loads_no_model_library():
             "print(','.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip() == "", out.stdout
+
+
+def test_a_disk_offloaded_untied_unembedding_gives_the_in_memory_logits(tmp_path):
+    """Everything on disk, the unembedding included (untied from the embeddings): the Bridge's added zero
+    ``b_U`` must reach accelerate's offload index (it failed with ``KeyError: 'lm_head.bias'``), and the
+    logits and ``W_U`` equal the in-memory model's (both unprocessed: offloaded weights cannot be folded)."""
+    from interp.models.tiny import byte_tokenizer, tiny_hf_model
+
+    hf = tiny_hf_model("tiny-llama")
+    hf.config.tie_word_embeddings = False
+    folder = tmp_path / "untied-llama"
+    hf.save_pretrained(str(folder))
+    byte_tokenizer().save_pretrained(str(folder))
+    raw = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False, "fold_value_biases": False}
+    offloaded = interp.load_model(str(folder), max_memory={"cpu": "1KiB"}, offload_folder=str(tmp_path / "off"),
+                                  reuse=False)
+    in_memory = interp.load_model(str(folder), backend="bridge", processing=raw, reuse=False)
+    assert offloaded.info.placement.get("lm_head", offloaded.info.placement.get("")) == "disk"
+    batch = in_memory.tokenize(["The cat sat on the mat.", "A dog"])
+    real = batch.attention_mask.bool()
+    with torch.no_grad():
+        assert torch.allclose(offloaded.forward(batch)[real], in_memory.forward(batch)[real], atol=1e-5)
+    assert torch.allclose(offloaded.W_U, in_memory.W_U) and torch.equal(offloaded.b_U, torch.zeros_like(offloaded.b_U))
