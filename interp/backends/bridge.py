@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -56,7 +55,16 @@ from interp.backends.base import (
     expand_kv,
 )
 from interp.backends.bridge_weights import process_weights_by_block
-from interp.backends.hf import Resume, arch_facts, effective_gain, input_device, input_replacer, norm_spec
+from interp.backends.hf import (
+    Resume,
+    arch_facts,
+    decode_inputs,
+    effective_gain,
+    input_device,
+    input_replacer,
+    new_kv_cache,
+    norm_spec,
+)
 from interp.errors import UnknownModelError
 
 if TYPE_CHECKING:
@@ -253,22 +261,10 @@ class BridgeBackend(Backend):
 
     # -- generation --------------------------------------------------------------------------------
     def new_kv_cache(self, batch_size: int) -> dict[str, Any]:
-        from transformers import DynamicCache
-
-        return {"cache": DynamicCache(config=self._hf.config), "mask": None}
+        return new_kv_cache(self._hf)
 
     def decode_step(self, tokens: Tensor, attention_mask: Tensor, cache: dict[str, Any]) -> Tensor:
-        device = self.device
-        new_mask = attention_mask.to(device)
-        full = new_mask if cache["mask"] is None else torch.cat([cache["mask"], new_mask], dim=1)
-        cache["mask"] = full
-        # Positions count real tokens only, so a left-padded row starts at 0 (as Hugging Face's generate
-        # and TransformerLens's padding-aware forward compute them).
-        positions = (full.cumsum(dim=1) - 1).clamp(min=0)[:, -tokens.shape[1]:]
-        # transformers 5.2x renamed the forward's past_key_values to cache (the old name warns until 5.40).
-        name = "cache" if "cache" in inspect.signature(self._hf.forward).parameters else "past_key_values"
-        out = self._hf(input_ids=tokens.to(device), attention_mask=full, position_ids=positions,
-                       use_cache=True, logits_to_keep=1, **{name: cache["cache"]})
+        out = self._hf(**decode_inputs(self._hf, tokens, attention_mask, cache, self.device))
         # The Hugging Face head already applied the model's final soft-cap.
         return out.logits[:, -1, :]
 

@@ -101,3 +101,32 @@ def input_replacer(residual: Tensor) -> Any:
         return args, {**kwargs, "hidden_states": residual}
 
     return replace
+
+
+def new_kv_cache(hf: nn.Module) -> dict[str, Any]:
+    """An empty Hugging Face ``DynamicCache`` and the attention mask seen so far (for :func:`decode_inputs`)."""
+    from transformers import DynamicCache
+
+    config: Any = hf.config
+    return {"cache": DynamicCache(config=config), "mask": None}
+
+
+def decode_inputs(hf: nn.Module, tokens: Tensor, attention_mask: Tensor, cache: dict[str, Any],
+                  device: Any) -> dict[str, Any]:
+    """The Hugging Face forward's keyword arguments for one KV-cached decoding step (the cache's mask grows).
+
+    Positions count real tokens only, so a left-padded row starts at 0 (as Hugging Face's ``generate`` and
+    TransformerLens's padding-aware forward compute them); only the last position is unembedded.
+    """
+    import inspect
+
+    import torch
+
+    new_mask = attention_mask.to(device)
+    full = new_mask if cache["mask"] is None else torch.cat([cache["mask"], new_mask], dim=1)
+    cache["mask"] = full
+    positions = (full.cumsum(dim=1) - 1).clamp(min=0)[:, -tokens.shape[1]:]
+    # transformers 5.2x renamed the forward's past_key_values to cache (the old name warns until 5.40).
+    name = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+    return {"input_ids": tokens.to(device), "attention_mask": full, "position_ids": positions, "use_cache": True,
+            "logits_to_keep": 1, name: cache["cache"]}

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -62,9 +61,11 @@ from interp.backends.base import (
 from interp.backends.hf import (
     Resume,
     arch_facts,
+    decode_inputs,
     effective_gain,
     input_device,
     input_replacer,
+    new_kv_cache,
     norm_kind,
     norm_spec,
 )
@@ -513,21 +514,10 @@ class NNsightBackend(Backend):
 
     # -- generation --------------------------------------------------------------------------------
     def new_kv_cache(self, batch_size: int) -> dict[str, Any]:
-        from transformers import DynamicCache
-
-        config: Any = self._hf.config
-        return {"cache": DynamicCache(config=config), "mask": None}
+        return new_kv_cache(self._hf)
 
     def decode_step(self, tokens: Tensor, attention_mask: Tensor, cache: dict[str, Any]) -> Tensor:
-        device = self.device
-        new_mask = attention_mask.to(device)
-        full = new_mask if cache["mask"] is None else torch.cat([cache["mask"], new_mask], dim=1)
-        cache["mask"] = full
-        # Positions count real tokens only, so a left-padded row starts at 0 (as Hugging Face's generate does).
-        positions = (full.cumsum(dim=1) - 1).clamp(min=0)[:, -tokens.shape[1]:]
-        name = "cache" if "cache" in inspect.signature(self._hf.forward).parameters else "past_key_values"
-        inputs = {"input_ids": tokens.to(device), "attention_mask": full, "position_ids": positions,
-                  "use_cache": True, "logits_to_keep": 1, name: cache["cache"]}
+        inputs = decode_inputs(self._hf, tokens, attention_mask, cache, self.device)
         return self._trace(inputs, None, "logits")[:, -1, :]
 
     def native_model(self) -> Any:
