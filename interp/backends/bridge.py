@@ -298,9 +298,9 @@ def _offload_added_biases(hf: nn.Module) -> None:
     from accelerate.utils import named_module_tensors
 
     for module in hf.modules():
-        hook = getattr(module, "_hf_hook", None)
+        hook: Any = getattr(module, "_hf_hook", None)
         weights = getattr(hook, "weights_map", None)
-        if not getattr(hook, "offload", False) or weights is None or not hasattr(weights, "dataset"):
+        if hook is None or not getattr(hook, "offload", False) or weights is None or not hasattr(weights, "dataset"):
             continue
         loader = weights.dataset
         for name, tensor in named_module_tensors(module, include_buffers=hook.offload_buffers,

@@ -159,22 +159,26 @@ def test_language_steering_frames_agree(pair, tmp_path, monkeypatch) -> None:
 def test_steered_greedy_generation_gives_the_same_tokens(pair) -> None:
     """A mean-difference steering hook and a head ablation, KV-cached greedy decoding, left-padded batch."""
     prompts = ["The weather today is", "My favourite food is", "Once upon a time, in a small village,"]
-    tokens = {}
-    for backend, lm in pair.items():
-        french = lm.capture(lm.tokenize(["Le chat est sur la table."]), ["blocks.6.hook_resid_post"])
-        english = lm.capture(lm.tokenize(["The cat is on the table."]), ["blocks.6.hook_resid_post"])
-        direction = french["blocks.6.hook_resid_post"][0, 1:].mean(0) - english["blocks.6.hook_resid_post"][0, 1:].mean(0)
-
-        def steer(resid, hook, direction=direction):
-            return resid + 4.0 * direction
-
-        with ablate_heads(lm, [(5, 1)], "zero"):
-            out = generate(lm, prompts, max_new_tokens=10, fwd_hooks=[("blocks.6.hook_resid_post", steer)])
-        tokens[backend] = out.token_ids
-        assert lm.active_hook_count() == 0
+    tokens = {backend: steered_tokens(lm, prompts) for backend, lm in pair.items()}
     assert tokens["hooked"] == tokens["bridge"]
     plain = generate(pair["hooked"], prompts, max_new_tokens=10).token_ids
     assert plain != tokens["hooked"]  # the edits are active while decoding, so the comparison can fail
+
+
+def steered_tokens(lm, prompts) -> list[list[int]]:
+    """Greedy KV-cached generation with a French-minus-English direction added at layer 6 and head L5H1
+    ablated; the hooks must be gone afterwards."""
+    french = lm.capture(lm.tokenize(["Le chat est sur la table."]), ["blocks.6.hook_resid_post"])
+    english = lm.capture(lm.tokenize(["The cat is on the table."]), ["blocks.6.hook_resid_post"])
+    direction = french["blocks.6.hook_resid_post"][0, 1:].mean(0) - english["blocks.6.hook_resid_post"][0, 1:].mean(0)
+
+    def steer(resid, hook):
+        return resid + 4.0 * direction
+
+    with ablate_heads(lm, [(5, 1)], "zero"):
+        out = generate(lm, prompts, max_new_tokens=10, fwd_hooks=[("blocks.6.hook_resid_post", steer)])
+    assert lm.active_hook_count() == 0
+    return out.token_ids
 
 
 OFFLOAD_SCRIPT = textwrap.dedent("""

@@ -18,9 +18,8 @@ import interp
 from interp.corpus import steering_prompts
 from interp.data import default_prompts
 from interp.generation import generate
-from interp.interventions import ablate_heads
 
-from .test_backends_real import assert_same_frame, run_frame
+from .test_backends_real import assert_same_frame, run_frame, steered_tokens
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("nnsight")
@@ -127,19 +126,7 @@ def test_language_steering_frames_agree(smollm2_nn, tmp_path, monkeypatch) -> No
 
 def test_steered_greedy_generation_gives_the_same_tokens(pair) -> None:
     prompts = ["The weather today is", "My favourite food is", "Once upon a time, in a small village,"]
-    tokens = {}
-    for backend, lm in pair.items():
-        french = lm.capture(lm.tokenize(["Le chat est sur la table."]), ["blocks.6.hook_resid_post"])
-        english = lm.capture(lm.tokenize(["The cat is on the table."]), ["blocks.6.hook_resid_post"])
-        direction = french["blocks.6.hook_resid_post"][0, 1:].mean(0) - english["blocks.6.hook_resid_post"][0, 1:].mean(0)
-
-        def steer(resid, hook, direction=direction):
-            return resid + 4.0 * direction
-
-        with ablate_heads(lm, [(5, 1)], "zero"):
-            out = generate(lm, prompts, max_new_tokens=10, fwd_hooks=[("blocks.6.hook_resid_post", steer)])
-        tokens[backend] = out.token_ids
-        assert lm.active_hook_count() == 0
+    tokens = {backend: steered_tokens(lm, prompts) for backend, lm in pair.items()}
     assert tokens["bridge"] == tokens["nnsight"]
     assert generate(pair["nnsight"], prompts, max_new_tokens=10).token_ids != tokens["nnsight"]
 
