@@ -17,13 +17,16 @@ import torch
 
 from interp import plots
 from interp.attribution.channel_interventions import (
-    channel_traversal,
-    edit_head_writes,
+    ChannelTraversals,
+    channel_pairs_table,
     effects_frame,
+    effects_table,
     induction_channel_test,
     repeated_token_rows,
     repeated_token_scores,
     token_pool,
+    top_pairs_table,
+    traverse_strongest_channel,
 )
 from interp.attribution.channels import COMPOSITION_MODES, ChannelAnalysis, CompositionScores, svd_channels
 from interp.data import default_prompts
@@ -81,12 +84,6 @@ def _pair_heatmap(scores: CompositionScores, values: torch.Tensor, title: str, c
                                 y_title="writer head (layer.head)", colorbar_title=colorbar)
 
 
-def _writer_rank(scores: CompositionScores, writer: tuple[int, int], reader: tuple[int, int]) -> tuple[int, int]:
-    """Rank of ``writer`` among all heads of earlier layers by their score into ``reader`` (1 = top)."""
-    column = scores.scores[: reader[0], :, reader[0], reader[1]].flatten()
-    return int((column > scores.scores[writer + reader]).sum()) + 1, int(column.numel())
-
-
 def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progress: bool | None = None, seed: int = 0,
         modes: str = "QKV", raw: bool = False, baseline_samples: int = 100, components: int = 4,
         random_trials: int = 2, sequences: int = 4, half_length: int = 20, heads: int = 3,
@@ -106,36 +103,16 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
     k_comp = channels.composition["K"]
     rows = repeated_token_rows(lm, sequences, half_length, seed=seed, pool=token_pool(lm, prompts, minimum=half_length))
     repeated = repeated_token_scores(lm, rows=rows, batch_size=batch_size)
-    previous = [h for h, _ in repeated.top("previous_token", heads, min_layer=0)]
-    first_prev = min(h[0] for h in previous)
-    induction = [h for h, _ in repeated.top("induction", heads, min_layer=first_prev + 1)]
+    previous, induction = repeated.circuit_heads(heads)
 
-    pair_rows = []
-    for reader in induction:
-        for writer in previous:
-            if writer[0] >= reader[0]:
-                continue
-            share = k_comp.contribution_share(writer, reader)
-            top = k_comp.top_components(writer, reader, components)
-            rank, of = _writer_rank(k_comp, writer, reader)
-            pair_rows.append({
-                "writer (previous-token)": _label(writer), "reader (induction)": _label(reader),
-                "K-comp": round(float(k_comp.scores[writer + reader]), 5),
-                "baseline": round(k_comp.baseline.mean, 5), "z": round(float(k_comp.z[writer + reader]), 2),
-                "rank among earlier writers": f"{rank}/{of}",
-                "top CS_i": round(float(k_comp.component_scores[writer[0], writer[1], top[0], reader[0], reader[1]]), 4),
-                f"share of top-{components} components": round(float(share[top].sum()), 4),
-                "top components": " ".join(map(str, top)),
-            })
-    pairs = pd.DataFrame(pair_rows)
+    pairs = channel_pairs_table(k_comp, previous, induction, components)
     effects = induction_channel_test(lm, k_comp, channels.ov, previous, induction, k=components,
                                      random_trials=random_trials, rows=rows, seed=seed,
                                      space="residual" if effective else "head")
     effect_frame = effects_frame(effects)
-    traversal_frames, figures_traversal, traversal_summary = _traversals(lm, channels, k_comp, previous, induction,
-                                                                         rows, seed)
+    traversed = traverse_strongest_channel(lm, channels.ov, k_comp, previous, induction, rows, seed=seed)
     frame = pd.concat([channels.to_frame(components_per_pair), repeated.to_frame(), effect_frame]
-                      + traversal_frames, ignore_index=True)
+                      + ([traversed.to_frame()] if traversed else []), ignore_index=True)
     frame = tidy_frame(frame, extra_columns=("reader_layer", "reader_head", "mode", "component", "condition", "k",
                                              "trial", "writers", "alpha", "direction", "writer"))
 
@@ -150,29 +127,21 @@ def run(lm: LoadedModel, prompts: Sequence[str], *, batch_size: int = 8, progres
         channels.ov.to_frame(), "ov_effective_rank", "Effective rank of each head's OV matrix (Roy & Vetterli)")
     figures["Previous-token and induction scores"] = plots.layer_head_heatmap(
         repeated.to_frame(), "induction", "Induction score per head (repeated random tokens)")
-    effect_summary = _effect_summary(effect_frame, components)
+    effect_summary = effects_table(effect_frame, components)
     if not effect_summary.empty:
         figures["Induction score with channels removed"] = _effect_figure(effect_summary, components)
-    figures.update(figures_traversal)
+    if traversed:
+        figures["Channel traversal"] = _traversal_figure(traversed)
 
-    heads_table = pd.DataFrame(
-        [{"role": "previous-token", "head": _label(h), "previous-token score": round(float(repeated.previous_token[h]), 4),
-          "induction score": round(float(repeated.induction[h]), 4)} for h in previous]
-        + [{"role": "induction", "head": _label(h), "previous-token score": round(float(repeated.previous_token[h]), 4),
-            "induction score": round(float(repeated.induction[h]), 4)} for h in induction])
-    top_tables = {}
-    for mode in mode_list:
-        scores = channels.composition[mode]
-        top_tables[f"Top {mode}-composition pairs"] = pd.DataFrame(
-            [{"writer": _label(w), "reader": _label(r), "score": round(s, 5), "z": round(float(scores.z[w + r]), 2),
-              "top component": scores.top_components(w, r, 1)[0],
-              "its share": round(float(scores.contribution_share(w, r).max()), 4)}
-             for w, r, s in scores.top_pairs(15)])
+    heads_table = pd.DataFrame([{"role": role, "head": _label(h), "previous-token score": round(float(repeated.previous_token[h]), 4),
+                                 "induction score": round(float(repeated.induction[h]), 4)}
+                                for role, group in (("previous-token", previous), ("induction", induction)) for h in group])
+    top_tables = {f"Top {mode}-composition pairs": top_pairs_table(channels.composition[mode]) for mode in mode_list}
     tables = {"Previous-token and induction heads (repeated random tokens)": heads_table,
               "K-composition, previous-token → induction heads": pairs,
               "Induction score with channels removed": effect_summary, **top_tables}
-    if traversal_summary is not None:
-        tables["Channel traversal"] = traversal_summary
+    if traversed:
+        tables["Channel traversal"] = traversed.table()
     summary = _summary(channels, repeated, pairs, effect_summary, previous, induction, components)
     params = dict(modes="".join(mode_list), effective=effective, edit_space="residual" if effective else "head", baseline_samples=baseline_samples,
                   components=components, random_trials=random_trials, sequences=sequences, half_length=half_length,
@@ -211,24 +180,6 @@ def _spectra_figure(channels: ChannelAnalysis, previous, induction) -> plots.go.
                              y_title="singular value")
 
 
-def _effect_summary(effect_frame: pd.DataFrame, components: int) -> pd.DataFrame:
-    if effect_frame.empty:
-        return pd.DataFrame()
-    rows = []
-    for (layer, head), part in effect_frame.groupby(["layer", "head"], sort=False):
-        clean = float(part.loc[part["condition"] == "clean", "value"].mean())
-        for condition in ("clean", "top", "random_components", "random_directions", "whole_head"):
-            values = part.loc[part["condition"] == condition, "value"]
-            if values.empty:
-                continue
-            k = {"clean": "0", "whole_head": "all"}.get(condition, str(components))
-            rows.append({"reader": f"{layer}.{head}", "condition": condition, "k": k,
-                         "induction score": round(float(values.mean()), 4),
-                         "std over trials": round(float(values.std()) if len(values) > 1 else 0.0, 4),
-                         "change vs clean": round(float(values.mean()) - clean, 4)})
-    return pd.DataFrame(rows)
-
-
 def _effect_figure(summary: pd.DataFrame, components: int) -> plots.go.Figure:
     figure = plots.go.Figure()
     names = {"clean": "clean", "top": f"top-{components} channel components", "random_components":
@@ -244,42 +195,12 @@ def _effect_figure(summary: pd.DataFrame, components: int) -> plots.go.Figure:
     return figure
 
 
-def _traversals(lm: LoadedModel, channels: ChannelAnalysis, k_comp: CompositionScores, previous, induction, rows,
-                seed: int):
-    candidates = [(w, r) for r in induction for w in previous if w[0] < r[0]]
-    if not candidates:
-        return [], {}, None
-    writer, reader = max(candidates, key=lambda pair: float(k_comp.scores[pair[0] + pair[1]]))
-    component = k_comp.top_components(writer, reader, 1)[0]
-    direction = channels.ov.Vh[writer][component]
-    norms: list[torch.Tensor] = []
-
-    def record(share: torch.Tensor) -> torch.Tensor:
-        norms.append(share[:, 1:].norm(dim=-1).flatten())  # not BOS, where massive activations sit
-        return torch.zeros_like(share)
-
-    space = "residual" if channels.ov.effective else "head"
-    with edit_head_writes(lm, {writer: record}, space=space), torch.inference_mode():
-        lm.forward(lm.pad(rows), stop_at_layer=writer[0] + 1)
-    scale = float(torch.cat(norms).median())
-    half = (len(rows[0]) - 1) // 2
-    position = [half // 2 + 1]  # a key in the first repeat
-    alphas = [-0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5]
-    generator = torch.Generator().manual_seed(seed)
-    random_direction = torch.randn(direction.shape[0], generator=generator)
-    random_direction = random_direction / random_direction.norm()
-    results = [channel_traversal(lm, rows, writer, reader, scale * sign * direction, alphas, positions=position,
-                                 label=label, space=space)
-               for label, sign, direction in (("channel", 1.0, direction), ("random", 1.0, random_direction),
-                                              ("top-σ component", 1.0, channels.ov.Vh[writer][0]))]
-    figure = plots.line_curves(alphas, {f"{t.label} direction": t.attention_to_positions.numpy() for t in results},
-                               f"Traversal: {_label(reader)}'s attention to position {position[0]} as α·(component "
-                               f"{component} of {_label(writer)}) is added there", x_title="α (× median output norm of the writer)",
-                               y_title="attention to the edited key")
-    summary = pd.DataFrame([{"direction": t.label, "alpha": a, "attention to edited key": round(float(v), 4),
-                             "mean attention shift (TV)": round(float(s), 4)}
-                            for t in results for a, v, s in zip(alphas, t.attention_to_positions, t.shift, strict=True)])
-    return [t.to_frame() for t in results], {"Channel traversal": figure}, summary
+def _traversal_figure(traversed: ChannelTraversals) -> plots.go.Figure:
+    return plots.line_curves(
+        list(traversed.alphas), {f"{t.label} direction": t.attention_to_positions.numpy() for t in traversed.traversals},
+        f"Traversal: {_label(traversed.reader)}'s attention to position {traversed.position} as α·(component "
+        f"{traversed.component} of {_label(traversed.writer)}) is added there",
+        x_title="α (× median output norm of the writer)", y_title="attention to the edited key")
 
 
 def _summary(channels: ChannelAnalysis, repeated, pairs: pd.DataFrame, effects: pd.DataFrame, previous, induction,
@@ -303,9 +224,8 @@ def _summary(channels: ChannelAnalysis, repeated, pairs: pd.DataFrame, effects: 
             part = effects[effects["condition"] == condition]
             return round(float(part["change vs clean"].mean()), 4) if len(part) else float("nan")
 
-        summary[f"induction_change_top{components}"] = mean_change("top")
-        summary[f"induction_change_random_components{components}"] = mean_change("random_components")
-        summary[f"induction_change_random_directions{components}"] = mean_change("random_directions")
+        for condition in ("top", "random_components", "random_directions"):
+            summary[f"induction_change_{condition}{components}"] = mean_change(condition)
         summary["induction_change_whole_heads"] = mean_change("whole_head")
     return summary
 

@@ -258,6 +258,12 @@ class RepeatedTokenScores:
         n_heads = scores.shape[1]
         return [((i // n_heads, i % n_heads), v) for v, i in zip(values.tolist(), index.tolist(), strict=True)]
 
+    def circuit_heads(self, k: int) -> tuple[list[Head], list[Head]]:
+        """The ``k`` top previous-token heads, and the ``k`` top induction heads in layers after the first of them
+        (an induction head reads what a previous-token head wrote, so it sits later)."""
+        previous = [h for h, _ in self.top("previous_token", k)]
+        return previous, [h for h, _ in self.top("induction", k, min_layer=min(h[0] for h in previous) + 1)]
+
     def to_frame(self) -> pd.DataFrame:
         n_layers, n_heads = self.induction.shape
         layer_idx, head_idx = np.meshgrid(range(n_layers), range(n_heads), indexing="ij")
@@ -495,3 +501,136 @@ def channel_traversal(
         shifts.append(float(0.5 * (edited - clean)[:, 1:].abs().sum(-1).mean()))
     return Traversal(writer, reader, torch.tensor(list(alphas), dtype=torch.float32),
                      torch.tensor(to_positions), torch.tensor(shifts), tuple(positions), label)
+
+
+#: Multiples of the writer's median output norm added along a direction in :func:`traverse_strongest_channel`.
+TRAVERSAL_ALPHAS = (-0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5)
+
+
+@dataclass(frozen=True)
+class ChannelTraversals:
+    """Traversals of the strongest writer → reader K-channel: its top component, a random direction and the
+    writer's top-σ component, each added at one key position in multiples of the writer's median output norm."""
+
+    writer: Head
+    reader: Head
+    component: int  # the channel's top component (a row of the writer's OV ``Vh``)
+    scale: float  # the writer's median output norm (BOS excluded)
+    alphas: tuple[float, ...]
+    traversals: tuple[Traversal, ...]
+
+    @property
+    def position(self) -> int:
+        return self.traversals[0].positions[0]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.concat([t.to_frame() for t in self.traversals], ignore_index=True)
+
+    def table(self) -> pd.DataFrame:
+        """One row per direction and α: the attention the reader gives the edited key, and its mean shift."""
+        return pd.DataFrame([{"direction": t.label, "alpha": a, "attention to edited key": round(float(v), 4),
+                              "mean attention shift (TV)": round(float(s), 4)}
+                             for t in self.traversals
+                             for a, v, s in zip(self.alphas, t.attention_to_positions, t.shift, strict=True)])
+
+
+def traverse_strongest_channel(lm: LoadedModel, ov: HeadSVD, k_comp: CompositionScores, writers: Sequence[Head],
+                               readers: Sequence[Head], rows: Sequence[Sequence[int]], *, seed: int = 0,
+                               alphas: Sequence[float] = TRAVERSAL_ALPHAS) -> ChannelTraversals | None:
+    """Pick the (writer, reader) pair with the largest K-composition among ``writers`` × ``readers`` (writer in
+    an earlier layer), and traverse its top component with :func:`channel_traversal` against a random direction
+    and the writer's top-σ component, at one key in the first repeat of ``rows``. None without such a pair.
+
+    Examples:
+        >>> import interp
+        >>> from interp.attribution.channels import svd_channels
+        >>> lm = interp.load_model("tiny-gpt2")
+        >>> channels = svd_channels(lm, ["K"], baseline_samples=5)
+        >>> found = traverse_strongest_channel(lm, channels.ov, channels.composition["K"], [(0, 1)], [(1, 0)],
+        ...                                    repeated_token_rows(lm, 2, 8))
+        >>> found.writer, found.reader, len(found.traversals)
+        ((0, 1), (1, 0), 3)
+    """
+    candidates = [(w, r) for r in readers for w in writers if w[0] < r[0]]
+    if not candidates:
+        return None
+    writer, reader = max(candidates, key=lambda pair: float(k_comp.scores[pair[0] + pair[1]]))
+    component = k_comp.top_components(writer, reader, 1)[0]
+    direction = ov.Vh[writer][component]
+    norms: list[Tensor] = []
+
+    def record(share: Tensor) -> Tensor:
+        norms.append(share[:, 1:].norm(dim=-1).flatten())  # not BOS, where massive activations sit
+        return torch.zeros_like(share)
+
+    space = "residual" if ov.effective else "head"
+    with edit_head_writes(lm, {writer: record}, space=space), torch.inference_mode():
+        lm.forward(lm.pad([list(r) for r in rows]), stop_at_layer=writer[0] + 1)
+    scale = float(torch.cat(norms).median())
+    position = [(len(rows[0]) - 1) // 2 // 2 + 1]  # a key in the first repeat
+    generator = torch.Generator().manual_seed(seed)
+    random_direction = torch.randn(direction.shape[0], generator=generator)
+    random_direction = random_direction / random_direction.norm()
+    traversals = tuple(channel_traversal(lm, rows, writer, reader, scale * vector, alphas, positions=position,
+                                         label=label, space=space)
+                       for label, vector in (("channel", direction), ("random", random_direction),
+                                             ("top-σ component", ov.Vh[writer][0])))
+    return ChannelTraversals(writer, reader, component, scale, tuple(alphas), traversals)
+
+
+def effects_table(effect_frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per reader and condition of :func:`induction_channel_test` (tidy rows from :func:`effects_frame`): the mean
+    induction score, its spread over trials and the change from the clean run."""
+    if effect_frame.empty:
+        return pd.DataFrame()
+    rows = []
+    for (layer, head), part in effect_frame.groupby(["layer", "head"], sort=False):
+        clean = float(part.loc[part["condition"] == "clean", "value"].mean())
+        for condition in ("clean", "top", "random_components", "random_directions", "whole_head"):
+            values = part.loc[part["condition"] == condition, "value"]
+            if values.empty:
+                continue
+            rows.append({"reader": f"{layer}.{head}", "condition": condition,
+                         "k": {"clean": "0", "whole_head": "all"}.get(condition, str(k)),
+                         "induction score": round(float(values.mean()), 4),
+                         "std over trials": round(float(values.std()) if len(values) > 1 else 0.0, 4),
+                         "change vs clean": round(float(values.mean()) - clean, 4)})
+    return pd.DataFrame(rows)
+
+
+def writer_rank(scores: CompositionScores, writer: Head, reader: Head) -> tuple[int, int]:
+    """Rank of ``writer`` among all heads of earlier layers by their score into ``reader`` (1 = top), and their count."""
+    column = scores.scores[: reader[0], :, reader[0], reader[1]].flatten()
+    return int((column > scores.scores[writer + reader]).sum()) + 1, int(column.numel())
+
+
+def channel_pairs_table(k_comp: CompositionScores, writers: Sequence[Head], readers: Sequence[Head],
+                        k: int) -> pd.DataFrame:
+    """K-composition of every writer → reader pair (writer in an earlier layer): score, baseline, z, the writer's
+    rank among earlier heads, the top component's score and the share of the top-``k`` components."""
+    rows = []
+    for reader in readers:
+        for writer in writers:
+            if writer[0] >= reader[0]:
+                continue
+            share = k_comp.contribution_share(writer, reader)
+            top = k_comp.top_components(writer, reader, k)
+            rank, of = writer_rank(k_comp, writer, reader)
+            rows.append({
+                "writer (previous-token)": f"{writer[0]}.{writer[1]}", "reader (induction)": f"{reader[0]}.{reader[1]}",
+                "K-comp": round(float(k_comp.scores[writer + reader]), 5),
+                "baseline": round(k_comp.baseline.mean, 5), "z": round(float(k_comp.z[writer + reader]), 2),
+                "rank among earlier writers": f"{rank}/{of}",
+                "top CS_i": round(float(k_comp.component_scores[writer[0], writer[1], top[0], reader[0], reader[1]]), 4),
+                f"share of top-{k} components": round(float(share[top].sum()), 4),
+                "top components": " ".join(map(str, top)),
+            })
+    return pd.DataFrame(rows)
+
+
+def top_pairs_table(scores: CompositionScores, n: int = 15) -> pd.DataFrame:
+    """The ``n`` writer → reader pairs with the highest composition score: score, z, top component and its share."""
+    return pd.DataFrame([{"writer": f"{w[0]}.{w[1]}", "reader": f"{r[0]}.{r[1]}", "score": round(s, 5),
+                          "z": round(float(scores.z[w + r]), 2), "top component": scores.top_components(w, r, 1)[0],
+                          "its share": round(float(scores.contribution_share(w, r).max()), 4)}
+                         for w, r, s in scores.top_pairs(n)])
