@@ -155,13 +155,14 @@ def _unmasked_scores(scores: Tensor) -> Tensor:
     return scores.masked_fill(scores == float("-inf"), torch.finfo(scores.dtype).min)
 
 
-def _scale(module: nn.Module, kind: str) -> Callable[[Tensor], Tensor]:
-    """``hook_scale`` of a norm from its input: ``√(mean x² + ε)`` (RMS) or ``√(var x + ε)`` (LayerNorm)."""
+def _scale(module: nn.Module) -> Callable[[Any], Tensor]:
+    """``hook_scale`` of a norm from its input event: ``√(mean x² + ε)`` (RMS) or ``√(var x + ε)`` (LayerNorm)."""
     eps = float(getattr(module, "eps", None) or getattr(module, "variance_epsilon", None) or 1e-6)
+    layernorm = norm_kind(module) == "layernorm"
 
-    def scale(x: Tensor) -> Tensor:
-        x = x.float()
-        if kind == "layernorm":
+    def scale(raw: Any) -> Tensor:
+        x = _first(raw).float()
+        if layernorm:
             x = x - x.mean(-1, keepdim=True)
         return (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
@@ -263,9 +264,7 @@ class NNsightBackend(Backend):
             b, attn = f"blocks.{layer}", self._block(layer, lay.attn)
             p = {
                 "hook_resid_pre": _Point((self._block(layer), "input"), _first, _replace_first),
-                "ln1.hook_scale": _Point((self._block(layer), "input"),
-                                         _compose(_scale(_module(self._hf, self._block(layer, lay.ln1)),
-                                                         norm_kind(_module(self._hf, self._block(layer, lay.ln1)))), _first)),
+                "ln1.hook_scale": _Point((self._block(layer), "input"), _scale(_module(self._hf, self._block(layer, lay.ln1)))),
                 "attn.hook_pattern": _Point((attn, f"op:{call}:{softmax}:output"), _first, _replace_first),
                 "attn.hook_attn_scores": _Point((attn, f"op:{call}:{softmax}:input"),
                                                 lambda raw: _masked_scores(_first(raw)),
@@ -275,15 +274,13 @@ class NNsightBackend(Backend):
                 "attn.hook_result": _Point((f"{attn}.{lay.out}", "input"),
                                            functools.partial(self._result, layer), defer=(f"{attn}.{lay.out}", "output")),
                 "hook_resid_mid": _Point((self._block(layer, lay.ln2), "input"), _first),
-                "ln2.hook_scale": _Point((self._block(layer, lay.ln2), "input"),
-                                         _compose(_scale(_module(self._hf, self._block(layer, lay.ln2)),
-                                                         norm_kind(_module(self._hf, self._block(layer, lay.ln2)))), _first)),
+                "ln2.hook_scale": _Point((self._block(layer, lay.ln2), "input"), _scale(_module(self._hf, self._block(layer, lay.ln2)))),
                 "hook_resid_post": _Point((self._block(layer), "output"), _first, _replace_first),
             }
             if lay.post_attn:
                 post = self._block(layer, lay.post_attn)
                 p["hook_attn_out"] = _Point((post, "output"), _first, _replace_first)
-                p["ln1_post.hook_scale"] = _Point((post, "input"), _compose(_scale(_module(self._hf, post), "rmsnorm"), _first))
+                p["ln1_post.hook_scale"] = _Point((post, "input"), _scale(_module(self._hf, post)))
             else:
                 p["hook_attn_out"] = _Point((attn, "output"), _first, _replace_first)
             if lay.post_mlp:
@@ -308,7 +305,7 @@ class NNsightBackend(Backend):
             points.update({f"{b}.{k}": v for k, v in p.items()})
         final = _module(self._hf, lay.final_norm)
         points["ln_final.hook_in"] = _Point((lay.final_norm, "input"), _first)
-        points["ln_final.hook_scale"] = _Point((lay.final_norm, "input"), _compose(_scale(final, norm_kind(final)), _first))
+        points["ln_final.hook_scale"] = _Point((lay.final_norm, "input"), _scale(final))
         points["unembed.hook_out"] = _Point((lay.unembed, "output"), _first, _replace_first)
         return points
 
@@ -550,10 +547,6 @@ def _twin_of(hf: nn.Module) -> nn.Module:
             if isinstance(getattr(original, attribute, None), Tensor):
                 setattr(module, attribute, getattr(original, attribute))
     return twin.eval()
-
-
-def _compose(outer: Callable[[Tensor], Tensor], inner: Callable[[Any], Tensor]) -> Callable[[Any], Tensor]:
-    return lambda raw: outer(inner(raw))
 
 
 def _heads_of(n: int, raw: Any) -> Tensor:
