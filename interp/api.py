@@ -86,6 +86,7 @@ def run(
     max_memory: str | dict[Any, Any] | None = None,
     offload_folder: str | Path | None = None,
     progress: bool | None = None,
+    remote: bool = False,
     **options: Any,
 ) -> Result:
     """Run a registered analysis and return its :class:`~interp.results.Result`.
@@ -99,6 +100,7 @@ def run(
         seed: seeds Python, NumPy and torch before the analysis runs.
         dtype, device, backend, device_map, max_memory, offload_folder: how a named model is loaded
             (:func:`interp.load_model`); ignored for an already loaded model, whose own provenance is recorded.
+        remote: run every pass on NDIF (``backend="nnsight"``; see :mod:`interp.backends.ndif`).
         options: analysis-specific options (``interp list`` shows them).
     """
     spec = get_analysis(analysis)
@@ -108,11 +110,16 @@ def run(
         raise OptionError(f"unknown option(s) {sorted(unknown)} for {analysis}: accepted {accepted}")
     if batch_size < 1:
         raise OptionError(f"batch size must be at least 1, got {batch_size}")
+    if remote or (isinstance(model, LoadedModel) and model.remote is not None):
+        from interp.backends.ndif import check_remote_analysis
+
+        check_remote_analysis(analysis)  # before the load: one line saying why not
     started_at = datetime.now(UTC)
     started = time.perf_counter()
     lm = model if isinstance(model, LoadedModel) else load_model(
         model, dtype=dtype, device=device, backend=backend, device_map=device_map, max_memory=max_memory,
-        offload_folder=offload_folder)
+        offload_folder=offload_folder, remote=remote)
+    traffic_before = lm.remote.snapshot() if lm.remote is not None else None
     if lm.is_encoder and not spec.encoder_ok:
         raise OptionError(f"{analysis} needs a decoder (causal) model; {lm.name} is an encoder")
     prompt_list = resolve_prompts(analysis, prompts, max_prompts)
@@ -132,6 +139,8 @@ def run(
         "seconds": round(elapsed, 3),
         **dict(result.metadata),
     }
+    if lm.remote is not None:
+        metadata["remote"] = lm.remote.provenance(traffic_before)
     return dataclasses.replace(result, metadata=metadata)
 
 

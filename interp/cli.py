@@ -2,7 +2,7 @@
 
     interp list
     interp attention --model NAME --prompt TEXT [--layer L] [--head H] [--max-tokens N] [--out FILE]
-    interp run ANALYSIS --model NAME [--prompts FILE] [--out DIR] [--backend hooked|bridge|nnsight]
+    interp run ANALYSIS --model NAME [--prompts FILE] [--out DIR] [--backend hooked|bridge|nnsight] [--remote]
                [--device cpu|cuda|auto] [--dtype D] [--device-map auto|balanced|balanced_low_0|sequential]
                [--max-memory cpu=2GiB,0=20GiB] [--offload-folder DIR]
                [--batch-size N] [--max-prompts N] [--seed N] [analysis options, e.g. --epsilon 0.3]
@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="model backend (default bridge: TransformerBridge, required for --device-map; hooked: "
                           "HookedTransformer; nnsight: nnsight's LanguageModel, decoders, unprocessed weights; "
                           "minilm-l6 defaults to hooked)")
+    run.add_argument("--remote", action="store_true",
+                     help="run every pass on NDIF (nnsight backend; key in NDIF_API_KEY, host NDIF_HOST); the "
+                          "model id is the server's (a hub id)")
     run.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     run.add_argument("--device-map", default=None,
                      help="accelerate placement across devices, CPU and disk: auto, balanced, balanced_low_0, "
@@ -184,7 +187,7 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         args.analysis, model, args.prompts, batch_size=args.batch_size, max_prompts=args.max_prompts,
         seed=args.seed, dtype=args.dtype, device=args.device, progress=None if not args.no_progress else False,
         backend=args.backend, device_map=args.device_map, max_memory=args.max_memory,
-        offload_folder=args.offload_folder, **options,
+        offload_folder=args.offload_folder, remote=args.remote, **options,
     )
     folder = out / _safe_name(result.metadata["model"]["name"])
     try:

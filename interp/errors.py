@@ -29,3 +29,8 @@ class HubUnavailableError(InterpUserError):
 
 class OptionError(InterpUserError):
     """An analysis option is out of range or of the wrong kind."""
+
+
+class RemoteExecutionError(InterpUserError):
+    """A remote (NDIF) run could not be made: no network, no or a rejected API key, a model the server does
+    not serve, or a pass the remote model cannot run."""

@@ -151,7 +151,7 @@ class _SinkReducer(Reducer):
     def __init__(self, lm: LoadedModel, max_tokens: int, epsilon: float, tau: float, min_queries: int,
                  top_k: int, massive_abs: float, massive_ratio: float) -> None:
         n_layers, n_heads = lm.n_layers, lm.n_heads
-        self.lm = lm
+        self.is_encoder = lm.is_encoder  # not the model: a reducer travels with a remote pass
         self.n_layers = n_layers
         self.epsilon, self.tau, self.min_queries = epsilon, tau, min_queries
         self.top_k, self.massive_abs, self.massive_ratio = top_k, massive_abs, massive_ratio
@@ -185,7 +185,7 @@ class _SinkReducer(Reducer):
             self._resid(layer, activation, mask, batch)
 
     def _pattern(self, layer: int, pattern: Tensor, mask: Tensor, batch: TokenBatch) -> None:
-        causal = not self.lm.is_encoder
+        causal = not self.is_encoder
         received = attention_received(pattern, mask, include_diagonal=True, causal=causal)  # [b, h, k]
         width = received.shape[-1]
         alpha0 = received[:, :, 0]

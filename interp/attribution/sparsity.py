@@ -510,7 +510,7 @@ def _grouped_matmul(weights: Tensor, values_kv: Tensor) -> Tensor:
 class _SparsityReducer(Reducer):
     def __init__(self, lm: LoadedModel, *, epsilons: tuple[float, ...], reported: tuple[float, ...], k: int,
                  budgets: tuple[float, ...], window: int, min_keys: int, rank_prompts: int) -> None:
-        self.lm = lm
+        self.is_encoder = lm.is_encoder  # not the model: a reducer travels with a remote pass
         n_layers, n_heads = lm.n_layers, lm.n_heads
         self.n_heads = n_heads
         self.epsilons, self.reported, self.k = epsilons, reported, k
@@ -694,7 +694,7 @@ class _SparsityReducer(Reducer):
         tau = (a * tail_set).sum(-1)
         mu_head = _grouped_matmul(a * head_set, values) / head_mass.clamp(min=_SAFE)[..., None]
         realised = (outputs - mu_head).norm(dim=-1)
-        if self.lm.is_encoder:  # every real key is visible: right padding makes them a prefix
+        if self.is_encoder:  # every real key is visible: right padding makes them a prefix
             last_key = (lengths[:, None] - 1).expand_as(query_pos)
         else:
             last_key = query_pos

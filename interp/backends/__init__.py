@@ -125,8 +125,9 @@ def quiet_loading() -> Iterator[None]:
 
 
 def build_backend(name: str, source: Any, *, dtype: torch.dtype, device: str, processing: dict[str, bool],
-                  placement: dict[str, Any], started: float) -> Backend:
-    """Wrap a :class:`~interp.models.sources.ModelSource` in backend ``name`` (quietly)."""
+                  placement: dict[str, Any], started: float, remote: Any = None) -> Backend:
+    """Wrap a :class:`~interp.models.sources.ModelSource` in backend ``name`` (quietly); ``remote`` (an
+    :class:`~interp.backends.ndif.Remote`, nnsight only) runs its passes on NDIF."""
     if name not in BACKENDS:
         raise OptionError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
     if name == "nnsight" and name not in available_backends():
@@ -136,6 +137,7 @@ def build_backend(name: str, source: Any, *, dtype: torch.dtype, device: str, pr
         raise OptionError(f"backend {name!r} is not in the installed transformer-lens "
                           f"(transformer-lens 4 removed HookedTransformer): use --backend bridge")
     module = importlib.import_module(f"interp.backends.{name}")
+    extra = {} if remote is None else {"remote": remote}
     with quiet_loading():
         return module.build(source, dtype=dtype, device=device, processing=processing, placement=placement,
-                            started=started)
+                            started=started, **extra)

@@ -662,6 +662,11 @@ class Backend(abc.ABC):
                 total += not getattr(handle, "is_permanent", False)  # the library's own permanent hooks
         return total
 
+    @property
+    def remote(self) -> Any:
+        """The NDIF connection (:class:`~interp.backends.ndif.Remote`) of a model whose passes run remotely, else None."""
+        return None
+
     def native_model(self) -> Any:
         """The wrapped TransformerLens model, for peer libraries that take one (sae-lens's training runner).
 

@@ -41,7 +41,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +56,6 @@ from interp.backends.base import (
     NormSpec,
     ReturnType,
     expand_kv,
-    layer_of,
 )
 from interp.backends.hf import (
     Resume,
@@ -70,6 +69,9 @@ from interp.backends.hf import (
     norm_spec,
 )
 from interp.errors import OptionError, UnknownModelError
+
+if TYPE_CHECKING:
+    from interp.backends.ndif import Remote
 
 #: (envoy path, what is read): ``input``/``output`` of a module, or ``op:NAME:input|output`` of an operation
 #: in the module's source (``op:attn:softmax:…`` inside the attention function).
@@ -128,6 +130,7 @@ class _Point:
     read: Callable[[Any], Tensor]
     write: Callable[[Tensor, Any], Any] | None = None  # (edited, raw) → new raw; None: read-only
     defer: Event | None = None  # the write lands on this later event instead (hook_result → o_proj's output)
+    bias: Callable[[], Tensor] | None = None  # added to a deferred write (the output projection's bias)
 
 
 def _heads(x: Tensor, n: int) -> Tensor:
@@ -177,20 +180,109 @@ def _replace_first(new: Tensor, raw: Any) -> Any:
     return (new, *raw[1:]) if isinstance(raw, tuple) else new
 
 
+def _batch_expanded(batch: list[int], raw: Any) -> Tensor:
+    """GPT-2's position embeddings (``[1, pos, d_model]``, broadcast when added) at the pass's batch size."""
+    return _first(raw).expand(batch[0], -1, -1)
+
+
+def _out_weight_of(out: nn.Module, n_heads: int, d_head: int, conv1d: bool) -> Tensor:
+    """``W_O`` as ``[head, d_head, d_model]`` from the output projection (GPT-2's Conv1D stores ``[in, out]``)."""
+    weight: Tensor = out.weight if conv1d else out.weight.T  # type: ignore[assignment]
+    return weight.reshape(n_heads, d_head, -1)
+
+
+def _bias_of(out: nn.Module, d_model: int) -> Tensor:
+    bias, weight = getattr(out, "bias", None), getattr(out, "weight")  # noqa: B009 - typed as Any, not Module
+    return bias.detach() if isinstance(bias, Tensor) else torch.zeros(d_model, dtype=weight.dtype)
+
+
+def _per_head(out: nn.Module, n_heads: int, d_head: int, conv1d: bool, raw: Any) -> Tensor:
+    """Per-head outputs ``z_h W_O[h]`` (``[batch, pos, head, d_model]``) from the output projection's input."""
+    z = _first(raw)
+    return torch.einsum("bphd,hdm->bphm", _heads(z, n_heads), _out_weight_of(out, n_heads, d_head, conv1d).to(z))
+
+
+#: an event, its hooks (name, point, function, backward), and a tensor that replaces the event's value first
+Step = tuple[Event, list[tuple[str, _Point, HookFn, bool]], Tensor | None]
+
+
+def _interleave(root: Any, steps: list[Step], stop_event: Event | None, want_logits: bool, kept: dict[str, Any]) -> None:
+    """The body of a pass's trace: at each event (in execution order) run its hooks and write their edits back;
+    keep the residual at ``stop_event`` and the logits. Refers to nothing but its arguments and this module's
+    functions, so a remote request runs the same code (nnsight ships it by value)."""
+    pending: dict[Event, Tensor] = {}
+    edited_results: dict[str, Tensor] = {}  # hook_result values edited in this pass: what later hooks see
+    for event, hooks, replacement in steps:
+        path, what = event
+        envoy = _module(root, path)
+        if what.startswith("op:"):
+            for op in what.split(":")[1:-1]:
+                envoy = getattr(envoy.source, op)
+        raw = _get(envoy, what)
+        edited = False
+        if replacement is not None:
+            raw, edited = _replace_first(replacement.to(_first(raw)), raw), True
+        if event in pending:
+            raw, edited = _replace_first(pending.pop(event), raw), True
+        for name, point, fn, backward in hooks:
+            raw, changed = _apply(name, point, fn, backward, raw, pending, edited_results)
+            edited = edited or changed
+        if edited:
+            _set(envoy, what, raw)
+        if event == stop_event:
+            kept["stop"] = _first(raw)
+    if want_logits:
+        kept["logits"] = root.output.logits
+
+
+def _apply(name: str, point: _Point, fn: HookFn, backward: bool, raw: Any, pending: dict[Event, Tensor],
+           edited_results: dict[str, Tensor]) -> tuple[Any, bool]:
+    """Run one hook on ``raw`` (the event's tensor); the new raw value, and whether it changed."""
+    ref = HookRef(name, None)
+    if backward:
+        tensor = _first(raw)
+        if tensor.requires_grad:
+            write = point.write
+            assert write is not None
+
+            def on_grad(grad: Tensor) -> Tensor:
+                new = fn(point.read(grad), hook=ref)
+                return grad if new is None else _first(write(new, grad))
+
+            tensor.register_hook(on_grad)
+        return raw, False
+    value = edited_results.get(name)
+    value = point.read(raw) if value is None else value
+    new = fn(value, hook=ref)
+    if new is None:
+        return raw, False
+    if point.defer is not None:  # hook_result: the output projection's output becomes the heads' sum
+        assert point.bias is not None
+        edited_results[name] = new
+        pending[point.defer] = new.sum(-2) + point.bias().to(new)
+        return raw, False
+    if point.write is None:
+        if new is value:
+            return raw, False
+        raise OptionError(f"{name} can be read but not edited on the nnsight backend (it is computed from the "
+                          "model's tensors): edit the tensor it is computed from")
+    return point.write(new, raw), True
+
+
 class NNsightBackend(Backend):
     """An nnsight ``LanguageModel`` behind the protocol (see the module docstring)."""
 
     backend = "nnsight"
 
     def __init__(self, lm: Any, hf: nn.Module, tokenizer: Any, info: ModelInfo, facts: ArchFacts,
-                 layout: _Layout) -> None:
+                 layout: _Layout, remote: Remote | None = None) -> None:
         super().__init__(hf, tokenizer, info, facts)
+        self._remote = remote
         self._lm = lm
         self._layout = layout
         self._fwd: list[tuple[str, HookFn]] = []
-        self._batch_size = 1  # of the pass being traced
+        self._batch = [1]  # the batch size of the pass being traced (a box: the position reader holds it)
         self._twin: Backend | None = None  # a bridge over the same weights, for peer libraries (native_model)
-        self._edited: dict[str, Tensor] = {}  # hook_result values edited in the pass being traced
         self._bwd: list[tuple[str, HookFn]] = []
         self._blocks = _module(hf, layout.blocks)
         assert isinstance(self._blocks, nn.ModuleList)
@@ -215,6 +307,10 @@ class NNsightBackend(Backend):
         if not calls:
             raise UnknownModelError(f"the nnsight backend found no attention call in {attn_path}.forward")
         rotary = next((op for op in ops if op.startswith("apply_rotary_pos_emb")), None)
+        if self._remote is not None:
+            # No weights here to run a probe trace on; the function the pinned eager name stands for is the one
+            # the server's eager attention calls, and its softmax is nnsight's ``nn_functional_softmax_0``.
+            return calls[-1], _static_softmax_path(self._hf), rotary
         probe = torch.tensor([[self.pad_token_id]])
         found: list[list[str]] = []
         with self._lm.trace({"input_ids": probe, "attention_mask": torch.ones_like(probe)}) as tracer:
@@ -258,7 +354,7 @@ class NNsightBackend(Backend):
         if lay.pos_embed:
             # GPT-2's position embeddings are [1, pos, d_model], broadcast over the batch when added
             points["hook_pos_embed"] = _Point((lay.pos_embed, "output"),
-                                              lambda raw: _first(raw).expand(self._batch_size, -1, -1), _replace_first)
+                                              functools.partial(_batch_expanded, self._batch), _replace_first)
         d_model = self.d_model
         for layer in range(self.n_layers):
             b, attn = f"blocks.{layer}", self._block(layer, lay.attn)
@@ -272,7 +368,10 @@ class NNsightBackend(Backend):
                 "attn.hook_z": _Point((f"{attn}.{lay.out}", "input"), lambda raw: _heads(_first(raw), n),
                                       lambda new, raw: _replace_first(_flat(new), raw)),
                 "attn.hook_result": _Point((f"{attn}.{lay.out}", "input"),
-                                           functools.partial(self._result, layer), defer=(f"{attn}.{lay.out}", "output")),
+                                           functools.partial(_per_head, self._out_module(layer), n, self.d_head,
+                                                             bool(lay.qkv)),
+                                           defer=(f"{attn}.{lay.out}", "output"),
+                                           bias=functools.partial(_bias_of, self._out_module(layer), d_model)),
                 "hook_resid_mid": _Point((self._block(layer, lay.ln2), "input"), _first),
                 "ln2.hook_scale": _Point((self._block(layer, lay.ln2), "input"), _scale(_module(self._hf, self._block(layer, lay.ln2)))),
                 "hook_resid_post": _Point((self._block(layer), "output"), _first, _replace_first),
@@ -309,20 +408,14 @@ class NNsightBackend(Backend):
         points["unembed.hook_out"] = _Point((lay.unembed, "output"), _first, _replace_first)
         return points
 
-    def _result(self, layer: int, raw: Any) -> Tensor:
-        """Per-head outputs ``z_h W_O[h]`` (``[batch, pos, head, d_model]``) from the output projection's input."""
-        weights = self._out_weight(layer)
-        return torch.einsum("bphd,hdm->bphm", _heads(_first(raw), self.n_heads), weights.to(_first(raw)))
+    def _out_module(self, layer: int) -> nn.Module:
+        return _module(self._hf, self._block(layer, f"{self._layout.attn}.{self._layout.out}"))
 
     def _out_weight(self, layer: int) -> Tensor:
-        out = _module(self._hf, self._block(layer, f"{self._layout.attn}.{self._layout.out}"))
-        weight = out.weight if self._layout.qkv else out.weight.T  # Conv1D stores [in, out]
-        return weight.reshape(self.n_heads, self.d_head, self.d_model)
+        return _out_weight_of(self._out_module(layer), self.n_heads, self.d_head, bool(self._layout.qkv))
 
     def _out_bias(self, layer: int) -> Tensor:
-        out = _module(self._hf, self._block(layer, f"{self._layout.attn}.{self._layout.out}"))
-        bias = getattr(out, "bias", None)
-        return bias.detach() if isinstance(bias, Tensor) else torch.zeros(self.d_model, dtype=self.dtype)
+        return _bias_of(self._out_module(layer), self.d_model)
 
     # -- hooks -------------------------------------------------------------------------------------
     def _native_hook_names(self) -> Sequence[str]:
@@ -352,14 +445,16 @@ class NNsightBackend(Backend):
         return len(self._fwd) + len(self._bwd)
 
     # -- running -----------------------------------------------------------------------------------
-    def _trace(self, inputs: dict[str, Any], stop: int | None, return_type: ReturnType) -> Any:
+    def _trace(self, inputs: dict[str, Any], stop: int | None, return_type: ReturnType,
+               resume: tuple[int, Tensor] | None = None) -> Any:
         """One nnsight trace: the installed hooks at their events in execution order; the residual entering
-        block ``stop`` (or the final norm) when ``stop`` is given, else the logits or None."""
-        planned: dict[Event, list[tuple[str, HookFn, bool]]] = {}
+        block ``stop`` (or the final norm) when ``stop`` is given, else the logits or None. ``resume`` (layer,
+        residual) replaces the residual entering that layer, and the hooks of earlier events do not run."""
+        planned: dict[Event, list[tuple[str, _Point, HookFn, bool]]] = {}
         for name, fn in self._fwd:
-            planned.setdefault(self._points[name].event, []).append((name, fn, False))
+            planned.setdefault(self._points[name].event, []).append((name, self._points[name], fn, False))
         for name, fn in self._bwd:
-            planned.setdefault(self._points[name].event, []).append((name, fn, True))
+            planned.setdefault(self._points[name].event, []).append((name, self._points[name], fn, True))
         for name, _ in self._fwd:
             defer = self._points[name].defer
             if defer is not None:
@@ -369,79 +464,37 @@ class NNsightBackend(Backend):
             stop_event = (self._block(stop), "input") if stop < self.n_layers else (self._layout.final_norm, "input")
             planned = {e: hooks for e, hooks in planned.items() if self._order[e] <= self._order[stop_event]}
             planned.setdefault(stop_event, [])
-        events = sorted(planned, key=self._order.__getitem__)
-        kept: dict[str, Any] = {}
-        pending: dict[Event, Tensor] = {}
-        self._edited = {}
+        resume_at = None
+        if resume is not None:
+            resume_at = (self._block(resume[0]), "input")
+            planned = {e: hooks for e, hooks in planned.items() if self._order[e] >= self._order[resume_at]}
+            planned.setdefault(resume_at, [])
+        # The residual to resume from goes in at its event before the event's own hooks see it.
+        replaced = None if resume is None else resume[1]
+        steps: list[Step] = [(event, planned[event], replaced if event == resume_at else None)
+                             for event in sorted(planned, key=self._order.__getitem__)]
         want_logits = stop is None and return_type == "logits"
-        self._batch_size = int(inputs["input_ids"].shape[0])
-        with self._lm.trace(inputs) as tracer:
-            for event in events:
-                envoy = self._envoy(event)
-                raw = _get(envoy, event[1])
-                edited = False
-                if event in pending:
-                    raw, edited = _replace_first(pending.pop(event), raw), True
-                for name, fn, backward in planned[event]:
-                    raw, changed = self._apply(name, fn, backward, raw, pending)
-                    edited = edited or changed
-                if edited:
-                    _set(envoy, event[1], raw)
-                if event == stop_event:
-                    kept["stop"] = _first(raw)
-            if want_logits:
-                kept["logits"] = self._lm.output.logits
-            else:
-                tracer.stop()  # nothing after the last event is needed (gemma's unembedding is 2/3 of a pass)
+        self._batch[0] = int(inputs["input_ids"].shape[0])
+        if self._remote is not None:
+            kept = self._remote.run(self._lm, inputs, steps, stop_event, want_logits)
+        else:
+            root, kept = self._lm, {}
+            with root.trace(inputs) as tracer:
+                _interleave(root, steps, stop_event, want_logits, kept)
+                if not want_logits:
+                    tracer.stop()  # nothing after the last event is needed (gemma's unembedding is 2/3 of a pass)
         if stop is not None:
             return kept["stop"]
         return kept.get("logits")
-
-    def _apply(self, name: str, fn: HookFn, backward: bool, raw: Any, pending: dict[Event, Tensor]) -> tuple[Any, bool]:
-        """Run one hook on ``raw`` (the event's tensor); the new raw value, and whether it changed."""
-        point = self._points[name]
-        ref = HookRef(name, None)
-        if backward:
-            tensor = _first(raw)
-            if tensor.requires_grad:
-                write = point.write
-                assert write is not None
-
-                def on_grad(grad: Tensor) -> Tensor:
-                    new = fn(point.read(grad), hook=ref)
-                    return grad if new is None else _first(write(new, grad))
-
-                tensor.register_hook(on_grad)
-            return raw, False
-        value = self._edited.get(name)
-        value = point.read(raw) if value is None else value
-        new = fn(value, hook=ref)
-        if new is None:
-            return raw, False
-        if point.defer is not None:  # hook_result: the output projection's output becomes the heads' sum
-            self._edited[name] = new  # what a later hook on the same name sees
-            pending[point.defer] = new.sum(-2) + self._out_bias(int(layer_of(name) or 0)).to(new)
-            return raw, False
-        if point.write is None:
-            if new is value:
-                return raw, False
-            raise OptionError(f"{name} can be read but not edited on the nnsight backend (it is computed from the "
-                              "model's tensors): edit the tensor it is computed from")
-        return point.write(new, raw), True
-
-    def _envoy(self, event: Event) -> Any:
-        path, what = event
-        envoy = _module(self._lm, path)
-        if what.startswith("op:"):
-            for op in what.split(":")[1:-1]:
-                envoy = getattr(envoy.source, op)
-        return envoy
 
     def _run(self, tokens: Tensor, mask: Tensor, stop_at_layer: int | None, return_type: ReturnType) -> Any:
         return self._trace({"input_ids": tokens, "attention_mask": mask}, stop_at_layer, return_type)
 
     def _resume(self, residual: Tensor, mask: Tensor, start: int, stop: int | None, return_type: ReturnType) -> Any:
         residual = residual.to(self.device)
+        if self._remote is not None:  # the server runs the earlier blocks on padding; their output is replaced
+            dummy = torch.full(residual.shape[:2], self.pad_token_id, dtype=torch.long, device=self.device)
+            return self._trace({"input_ids": dummy, "attention_mask": mask}, stop, return_type, resume=(start, residual))
         stand_in = Resume(residual)
         saved = [self._blocks[i] for i in range(start)]
         # Token ids only give the forward its batch and sequence shape; their embeddings are dropped.
@@ -460,19 +513,48 @@ class NNsightBackend(Backend):
                 self._blocks[i] = block
 
     # -- norms, logits, weights --------------------------------------------------------------------
+    def _local_only(self, what: str, why: str) -> None:
+        """Refuse, in one line, what a remote model cannot do."""
+        if self._remote is not None:
+            from interp.backends.ndif import refusal
+
+            raise OptionError(refusal(what, why))
+
+    def _weights_here(self, path: str) -> None:
+        """A remote model reads the weights of module ``path`` from the server on first use (one request; the bytes
+        count in ``remote.traffic``); its other weights stay on the meta device."""
+        if self._remote is not None:
+            self._remote.fetch(self._lm, self._hf, path)
+
+    @property
+    def remote(self) -> Remote | None:
+        """The NDIF connection of a model loaded with ``remote=True`` (its ``traffic`` counts bytes), else None."""
+        return self._remote
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self._remote is not None:  # a hook that holds the model would send it (weights, tokenizer) with a pass
+            from interp.backends.ndif import refuse_shipping
+
+            return refuse_shipping("a hook that holds the model object")()
+        return super().__reduce_ex__(protocol)
+
     def final_norm(self, resid: Tensor) -> Tensor:
+        self._weights_here(self._layout.final_norm)
         return _module(self._hf, self._layout.final_norm)(resid)
 
     def final_norm_spec(self) -> NormSpec | None:
+        self._weights_here(self._layout.final_norm)
         module = _module(self._hf, self._layout.final_norm)
         return norm_spec(module, norm_kind(module))
 
     def post_attn_norm_spec(self, layer: int) -> NormSpec | None:
         if not self._layout.post_attn:
             return None
+        self._weights_here(self._block(layer, self._layout.post_attn))
         return norm_spec(_module(self._hf, self._block(layer, self._layout.post_attn)), "rmsnorm")
 
     def head_weights(self, layer: int) -> HeadWeights:
+        self._weights_here(self._block(layer, self._layout.attn))
         lay, n, n_kv, d, dm = self._layout, self.n_heads, self.n_kv_heads, self.d_head, self.d_model
         attn = _module(self._hf, self._block(layer, lay.attn))
         with torch.no_grad():
@@ -492,15 +574,18 @@ class NNsightBackend(Backend):
 
     @property
     def W_U(self) -> Tensor:
+        self._weights_here(self._layout.unembed)
         return _module(self._hf, self._layout.unembed).weight.detach().T
 
     @property
     def b_U(self) -> Tensor:
+        self._weights_here(self._layout.unembed)
         bias = getattr(_module(self._hf, self._layout.unembed), "bias", None)
         return bias.detach() if isinstance(bias, Tensor) else torch.zeros(self.d_vocab, dtype=self.dtype)
 
     @property
     def W_E(self) -> Tensor:
+        self._weights_here(self._layout.embed)
         embed = _module(self._hf, self._layout.embed)
         weight = embed.weight.detach()
         scale = getattr(embed, "embed_scale", None)  # Gemma scales embeddings by √d_model
@@ -514,6 +599,17 @@ class NNsightBackend(Backend):
         return new_kv_cache(self._hf)
 
     def decode_step(self, tokens: Tensor, attention_mask: Tensor, cache: dict[str, Any]) -> Tensor:
+        if self._remote is not None:
+            # No cache lives on the server between requests: each step runs the whole sequence so far (every
+            # position's activations are the cached run's, so position-wise hooks give the same tokens).
+            sequence = tokens if cache.get("tokens") is None else torch.cat([cache["tokens"], tokens], dim=1)
+            cache["tokens"] = sequence
+            inputs = decode_inputs(self._hf, sequence, attention_mask, cache, self.device)
+            inputs["input_ids"], inputs["position_ids"] = sequence, (inputs["attention_mask"].cumsum(1) - 1).clamp(min=0)
+            inputs["use_cache"] = False
+            inputs.pop("cache", None)
+            inputs.pop("past_key_values", None)
+            return self._trace(inputs, None, "logits")[:, -1, :]
         inputs = decode_inputs(self._hf, tokens, attention_mask, cache, self.device)
         return self._trace(inputs, None, "logits")[:, -1, :]
 
@@ -521,6 +617,7 @@ class NNsightBackend(Backend):
         """A TransformerLens model for peer libraries that take one (sae-lens's training runner, TransformerLens's
         own functions in tests): a ``TransformerBridge`` over a second Hugging Face model that shares this one's
         weight tensors, unprocessed, so its residual stream and patterns are this model's. Built on first use."""
+        self._local_only("a TransformerLens model for a peer library (sae-lens)", "the weights stay on the server")
         if self._twin is None:
             from interp.models import from_hf
 
@@ -629,6 +726,20 @@ def _pin_eager_attention(hf: nn.Module, attention: nn.Module) -> None:
             config._attn_implementation = name
 
 
+def _static_softmax_path(hf: nn.Module) -> str:
+    """The softmax's path inside the eager attention function, read from the function's source (nnsight names a
+    call ``nn.functional.softmax(…)`` ``nn_functional_softmax_0``)."""
+    import inspect
+
+    from transformers import AttentionInterface
+
+    config: Any = hf.config
+    function = AttentionInterface._global_mapping.get(str(config._attn_implementation))
+    if function is None or "nn.functional.softmax(" not in inspect.getsource(function):
+        raise UnknownModelError(f"the nnsight backend found no softmax in the eager attention of {type(hf).__name__}")
+    return "nn_functional_softmax_0"
+
+
 def _op_names(listing: str) -> tuple[str, ...]:
     """The operation names in nnsight's listing of a module's ``forward`` (``print(envoy.source)``: one
     ``name -> line`` row per call, ``attention_interface_1`` …)."""
@@ -639,28 +750,33 @@ def _op_names(listing: str) -> tuple[str, ...]:
 # Building
 # ----------------------------------------------------------------------------------------------------
 def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str, bool], placement: dict[str, Any],
-          started: float) -> NNsightBackend:
-    """The nnsight backend for a :class:`~interp.models.sources.ModelSource`."""
+          started: float, remote: Remote | None = None) -> NNsightBackend:
+    """The nnsight backend for a :class:`~interp.models.sources.ModelSource`; with ``remote``, a model whose
+    passes run on NDIF (built on the meta device here: no weights are loaded)."""
     from nnsight import LanguageModel
 
     if source.is_encoder:
         raise UnknownModelError(f"{source.name} is an encoder; the nnsight backend runs decoder models: "
                                 "use --backend bridge or hooked")
-    hf = source.build_hf(dtype, placement)
+    lm = None if remote is None else _remote_model(source, remote)
+    hf = source.build_hf(dtype, placement) if lm is None else lm._module
     layout = _layout(hf)
     n_params = int(sum(p.numel() for p in hf.parameters()))
     hf.set_attn_implementation("eager")  # patterns and scores exist on the eager path only
     _pin_eager_attention(hf, _module(_module(hf, layout.blocks)[0], layout.attn))
     device_map = dict(getattr(hf, "hf_device_map", None) or {})
-    if not device_map:
+    if not device_map and remote is None:
         hf = hf.to(device)
-    lm = LanguageModel(hf, tokenizer=source.tokenizer)
+    if lm is None:
+        lm = LanguageModel(hf, tokenizer=source.tokenizer)
     blocks = _module(hf, layout.blocks)
     attn0 = _module(blocks[0], layout.attn)
     facts = arch_facts(hf, n_layers=len(blocks), final_norm=_module(hf, layout.final_norm),
                        post_attn_norm=layout.post_attn is not None, qk_norm=hasattr(attn0, "q_norm"),
                        is_encoder=False, n_ctx=source.n_ctx)
     first_device = input_device(hf) if device_map else str(next(hf.parameters()).device)
+    if remote is not None:
+        first_device = "cpu"  # inputs are prepared here; the weights are on the server
     info = ModelInfo(
         name=source.name, source=source.kind, origin=source.origin, architecture=source.architecture,
         dtype=str(dtype).replace("torch.", ""), device=first_device, processing={k: False for k in processing},
@@ -669,6 +785,28 @@ def build(source: Any, *, dtype: torch.dtype, device: str, processing: dict[str,
         is_encoder=False, backend="nnsight",
         placement={k: str(v) for k, v in device_map.items()} or ({"": first_device} if placement else {}),
         load_seconds=round(time.perf_counter() - started, 3),
-        notes=(source.notes + "; " if source.notes else "") + "nnsight LanguageModel: weights unprocessed (raw Hugging Face coordinates)",
+        notes=(source.notes + "; " if source.notes else "") + "nnsight LanguageModel: weights unprocessed (raw Hugging Face coordinates)"
+        + ("" if remote is None else f"; remote: every pass runs on NDIF ({remote.host}) as {remote.model_id}"),
     )
-    return NNsightBackend(lm, hf, source.tokenizer, info, facts, layout)
+    return NNsightBackend(lm, hf, source.tokenizer, info, facts, layout, remote)
+
+
+#: The hub checkpoints the bundled models were converted from (their names on a server).
+_BUNDLED_HUB_IDS = {"gemma-3-270m": "google/gemma-3-270m", "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def _remote_model(source: Any, remote: Remote) -> Any:
+    """nnsight's ``LanguageModel`` for the server's model: built from the configuration on the meta device (no
+    weights are loaded here), keyed by its hub id (or folder) as nnsight keys remote requests."""
+    from nnsight import LanguageModel
+
+    model_id = source.tl_name if source.kind == "hub" else (str(source.folder) if source.folder else None)
+    if model_id is None:
+        raise OptionError(f"{source.name} is built in code, so no server has it: --remote takes a hub id (the "
+                          "server's name for the model) or a Hugging Face folder")
+    # A bundled model's weights are a dequantized GGUF here; the server's are the checkpoint it was made from.
+    remote.model_id = (_BUNDLED_HUB_IDS.get(source.name) or source.tl_name or model_id) if source.kind == "bundled" \
+        else model_id
+    lm = LanguageModel(model_id, tokenizer=source.tokenizer, attn_implementation="eager")
+    lm.repo_id = remote.model_id
+    return lm

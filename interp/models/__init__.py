@@ -237,6 +237,7 @@ def load_model(
     seed: int = 0,
     edit: Callable[[Any], None] | None = None,
     reuse: bool = True,
+    remote: bool | Any = False,
 ) -> Backend:
     """Load a model by name on a backend: bundled, test, a local HF folder, or a hub id.
 
@@ -256,6 +257,10 @@ def load_model(
         seed: weight seed of test models; ``edit``: a function that plants a mechanism in a test model's
             Hugging Face weights before the backend wraps it.
         reuse: return the already-loaded object for identical arguments in this process.
+        remote: run every pass on NDIF (nnsight backend only): ``True`` for the server at ``NDIF_HOST``
+            (default https://api.ndif.us) with the key in ``NDIF_API_KEY``, or an
+            :class:`~interp.backends.ndif.Remote`. The model is built here on the meta device (no weights);
+            its name on the server is its hub id.
 
     Examples:
         >>> lm = load_model("tiny-llama", backend="bridge")
@@ -267,10 +272,18 @@ def load_model(
     wants_placement = device_map is not None or max_memory is not None or offload_folder is not None
     # accelerate's placement goes through the Bridge: a device map alone picks that backend.
     spec = get_spec(name)
-    chosen = backend or ("bridge" if wants_placement else os.environ.get("INTERP_BACKEND") or
+    remote_wanted = remote is not False and remote is not None
+    chosen = backend or ("nnsight" if remote_wanted else "bridge" if wants_placement else
+                         os.environ.get("INTERP_BACKEND") or
                          preferred_backend(spec.backend if spec is not None else None))
     if chosen not in BACKENDS:
         raise OptionError(f"unknown backend {chosen!r}: use one of {', '.join(BACKENDS)}")
+    if remote_wanted and chosen != "nnsight":
+        raise OptionError(f"remote execution (--remote) runs on the nnsight backend, not {chosen!r}: add "
+                          "--backend nnsight (backend='nnsight')")
+    if remote_wanted and (wants_placement or edit is not None):
+        raise OptionError("a remote model runs on the server's placement and weights: drop --device-map, "
+                          "--max-memory, --offload-folder and edit= with --remote")
     torch_dtype = resolve_dtype(dtype)
     device_str = resolve_device(device)
     flags = dict(DEFAULT_PROCESSING)
@@ -280,7 +293,7 @@ def load_model(
             raise OptionError(f"unknown processing flag(s) {sorted(unknown)}: accepted {sorted(flags)}")
         flags.update(processing)
     key = (name, chosen, torch_dtype, device_str, tuple(sorted(flags.items())), repr(device_map), repr(max_memory),
-           str(offload_folder), seed)
+           str(offload_folder), seed, remote if remote is True or not remote else id(remote))
     if reuse and edit is None and key in _LOADED:
         return _LOADED[key]
     if chosen == "hooked" and wants_placement:
@@ -291,8 +304,14 @@ def load_model(
     source = _source(name, seed, edit)
     if chosen == "nnsight" and source.is_encoder and backend is None:
         chosen = default_backend()  # INTERP_BACKEND=nnsight: encoders, which nnsight's backend does not map
+    connection = None
+    if remote_wanted:
+        from interp.backends.ndif import Remote
+
+        connection = remote if isinstance(remote, Remote) else Remote()
+        connection.check_key()  # no key: one line before the load
     loaded = build_backend(chosen, source, dtype=torch_dtype, device=device_str, processing=flags,
-                           placement=placement, started=started)
+                           placement=placement, started=started, remote=connection)
     if reuse and edit is None:
         _LOADED[key] = loaded
     return loaded
