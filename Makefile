@@ -15,7 +15,7 @@ export NO_MKDOCS_2_WARNING := 1
 # viewer in a browser, the docs site, packaging, the prose corpus, file modes, notebook hygiene): they run once,
 # in the default backend's pass, and are skipped in the other backends' passes.
 ONCE := $(addprefix --ignore=tests/unit/,test_cli.py test_viewer.py test_docs_site.py test_packaging.py test_prose.py \
-        test_file_modes.py test_notebooks_stripped.py test_exports.py)
+        test_file_modes.py test_notebooks_stripped.py test_exports.py test_remote.py)
 
 setup:
 	@bash scripts/setup.sh

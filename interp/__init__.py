@@ -19,6 +19,7 @@ import os
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from interp.api import atlas, explain, run  # noqa: E402
+from interp.backends.ndif import Remote  # noqa: E402
 from interp.errors import InterpUserError  # noqa: E402
 from interp.models import LoadedModel, load_model  # noqa: E402
 from interp.registry import analysis_names  # noqa: E402
@@ -28,5 +29,5 @@ from interp.viewer import show_attention  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["InterpUserError", "LoadedModel", "Result", "analysis_names", "atlas", "explain", "load_model", "run",
+__all__ = ["InterpUserError", "LoadedModel", "Remote", "Result", "analysis_names", "atlas", "explain", "load_model", "run",
            "show_attention", "steer_language", "SteeringChoice", "__version__"]

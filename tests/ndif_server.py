@@ -13,6 +13,7 @@ nnsight shipped everything it needs by value, as on a real server. This file imp
 
 from __future__ import annotations
 
+import gc
 import io
 import struct
 import sys
@@ -98,6 +99,8 @@ def main(folder: str) -> None:
             traceback.print_exc(file=sys.stderr)
             response = ResponseModel(id="stand-in", status=Status.ERROR, description=f"{type(error).__name__}: {error}")
         _write(stdout, response.pickle())
+        tracer = saved = response = None  # a request's frame holds its tensors (and their graph) in reference
+        gc.collect()  # cycles, which the allocation-count collector would free only much later
 
 
 if __name__ == "__main__":
