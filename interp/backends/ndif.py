@@ -22,11 +22,14 @@ exit 2 on the command line).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from interp.backends.hook_state import export, merge, shipped, versions
 from interp.backends.nnsight import _interleave
@@ -78,6 +81,7 @@ class Traffic:
         self.per_request.append((sent, received))
 
 
+@functools.cache
 def _measured(base: type) -> type:
     """``base`` (nnsight's RemoteBackend or a subclass) recording each request's payload and result sizes."""
 
@@ -152,8 +156,6 @@ class Remote:
                                        "finished request"))
         fns = [fn for _, hooks, _ in steps for _, _, fn, _ in hooks]
         order = shipped(fns)
-        import torch
-
         if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad
                                            for t in [*order, *(r for _, _, r in steps)]):
             raise OptionError(refusal("differentiating through a pass (a hook's tensor requires grad)",
@@ -168,11 +170,9 @@ class Remote:
         merge(order, kept.pop("state"))
         return kept
 
-
     def fetch(self, root: Any, hf: Any, path: str) -> None:
         """Read the parameters and buffers of module ``path`` from the server into the meta model ``hf`` (once)."""
         import nnsight
-        import torch
 
         if path in self._fetched:
             return
