@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from interp.backends.hook_state import export, merge, shipped, versions
-from interp.backends.nnsight import _interleave
+from interp.backends.nnsight import _interleave, _module
 from interp.errors import OptionError, RemoteExecutionError
 
 DEFAULT_HOST = "https://api.ndif.us"
@@ -178,7 +178,7 @@ class Remote:
             return
         self.check_key()
         probe = {"input_ids": torch.zeros((1, 1), dtype=torch.long), "attention_mask": torch.ones((1, 1), dtype=torch.long)}
-        module = _at(root, path)
+        module = _module(root, path)
         with _remote_errors(self.host, self.model_id), _quiet_status():
             backend = self.backend(_model_key(root, self.model_id))
             backend.traffic = self.weights
@@ -196,12 +196,6 @@ class Remote:
             else:
                 owner._buffers[leaf] = tensor
         self._fetched.add(path)
-
-
-def _at(root: Any, path: str) -> Any:
-    for part in path.split("."):
-        root = root[int(part)] if part.isdigit() else getattr(root, part)
-    return root
 
 
 def _read_tensors(envoy: Any, tracer: Any, out: dict[str, Any]) -> None:
