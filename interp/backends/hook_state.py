@@ -21,7 +21,7 @@ globals, nor a rebound ``nonlocal`` (nnsight rebuilds a shipped function at modu
 state must live in a container: a dict, a list or an object's attributes).
 
 Examples:
-    >>> import cloudpickle, torch
+    >>> import torch
     >>> def make_hook():
     ...     seen: dict[str, torch.Tensor] = {}
     ...     def hook(x, hook=None):
@@ -29,7 +29,8 @@ Examples:
     ...     return hook, seen
     >>> hook, seen = make_hook()
     >>> order = shipped([hook])  # on the caller's side: travels with the request
-    >>> server_hook, server_order = cloudpickle.loads(cloudpickle.dumps((hook, order)))  # what a server runs
+    >>> server_hook, _ = make_hook()  # the server's copy: the same structure, its own objects
+    >>> server_order = shipped([server_hook])
     >>> before = versions(server_order)
     >>> server_hook(torch.ones(3))
     >>> merge(order, export(server_order, before))
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import types
 from typing import Any
 
@@ -193,9 +195,10 @@ def merge(order: list[Any], state: list[Any]) -> None:
             if p[0] == _TUPLE:
                 return tuple(_kept(value_of, item) for item in p[1])
             if p[0] == _OBJ:
-                import importlib
-
-                cls: Any = importlib.import_module(p[1])
+                # only a class of a module already imported here: a name from the server imports no new code
+                cls: Any = sys.modules.get(p[1])
+                if cls is None:
+                    raise LookupError
                 for part in p[2].split("."):
                     cls = getattr(cls, part)
                 obj = cls.__new__(cls)

@@ -211,6 +211,10 @@ def _remote_pass(root: Any, tracer: Any, steps: list[Any], stop_event: Any, want
     """The trace body a request carries (runs on the server, pickled by value): the pass's event walk, then what
     the hooks' objects (``order``, :func:`~interp.backends.hook_state.shipped`) hold, in ``kept["state"]``."""
     before = versions(order)
+    for path in {path for (path, what), _, _ in steps if what.startswith("op:")}:
+        # nnsight rewrites a forward for ``.source`` when first asked, which must be before the module runs; the
+        # local backend does it at load, a server that has not met this ``.source`` yet does it here
+        _ = _module(root, path).source
     _interleave(root, steps, stop_event, want_logits, kept)
     kept["state"] = export(order, before)
     if not want_logits:

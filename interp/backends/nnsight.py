@@ -212,10 +212,6 @@ def _interleave(root: Any, steps: list[Step], stop_event: Event | None, want_log
     functions, so a remote request runs the same code (nnsight ships it by value)."""
     pending: dict[Event, Tensor] = {}
     edited_results: dict[str, Tensor] = {}  # hook_result values edited in this pass: what later hooks see
-    for path in {path for (path, what), _, _ in steps if what.startswith("op:")}:
-        # nnsight rewrites a forward for ``.source`` when first asked: before the module runs, not during it (a
-        # server that has not run this request's ``.source`` before meets it here)
-        _ = _module(root, path).source
     for event, hooks, replacement in steps:
         path, what = event
         envoy = _module(root, path)

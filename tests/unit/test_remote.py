@@ -23,7 +23,6 @@ from interp.errors import OptionError, RemoteExecutionError
 
 pytest.importorskip("nnsight")
 
-import cloudpickle  # noqa: E402 - after the skip: nnsight brings it
 import nnsight.modeling.huggingface as nnsight_hf  # noqa: E402
 
 from tests.ndif_standin import stand_in  # noqa: E402
@@ -62,13 +61,17 @@ def _batch(lm):
 
 
 # -- the hook state round trip -----------------------------------------------------------------------
-def _round_trip(fns, run):
-    """What a remote pass does to the hooks' state: ship (one pickle), run the copies, export, merge back."""
-    order = shipped(fns)
-    server_fns, server_order = cloudpickle.loads(cloudpickle.dumps((fns, order)))
+def _round_trip(make, run):
+    """What a remote pass does to the hooks' state. ``make()`` builds a hook and the objects it holds; a second
+    call stands for the server's copy (same structure, fresh objects, as a request's unpickled copy is)."""
+    (hook, *caller) = make()
+    (server_hook, *_) = make()
+    order, server_order = shipped([hook]), shipped([server_hook])
+    assert len(order) == len(server_order)
     before = versions(server_order)
-    run(server_fns)
+    run(server_hook)
     merge(order, export(server_order, before))
+    return caller
 
 
 @dataclasses.dataclass
@@ -78,36 +81,41 @@ class _Counter:
 
 
 def test_hook_state_comes_back_into_the_callers_objects_in_place():
-    store: dict[str, torch.Tensor] = {"old": torch.zeros(1)}
-    alias = store
-    counter = _Counter(torch.zeros(3), [])
-    untouched = torch.arange(4.0)
-    keep_untouched = untouched
+    def make():
+        store: dict[str, torch.Tensor] = {"old": torch.zeros(1)}
+        counter = _Counter(torch.zeros(3), [])
+        untouched = torch.arange(4.0)
 
-    def hook(x, hook=None, counter=counter):
-        store["sum"] = x.sum()
-        store.pop("old", None)
-        counter.total += x  # in place
-        counter.seen.append(len(counter.seen))
-        _ = untouched.sum()
+        def hook(x, hook=None, counter=counter):
+            store["sum"] = x.sum()
+            store.pop("old", None)
+            counter.total += x  # in place
+            counter.seen.append(len(counter.seen))
+            _ = untouched.sum()
 
-    def run(fns):
+        return hook, store, counter, untouched
+
+    def run(hook):
         for _ in range(2):
-            fns[0](torch.ones(3))
+            hook(torch.ones(3))
 
-    _round_trip([hook], run)
+    store, counter, untouched = _round_trip(make, run)
+    alias, keep_untouched = store, untouched
     assert alias is store and set(store) == {"sum"} and float(store["sum"]) == 3.0
     assert torch.equal(counter.total, torch.full((3,), 2.0)) and counter.seen == [0, 1]
     assert untouched is keep_untouched and torch.equal(untouched, torch.arange(4.0))
 
 
 def test_objects_made_on_the_server_come_back_as_their_class():
-    made: list[object] = []
+    def make():
+        made: list[object] = []
 
-    def hook(x, hook=None):
-        made.append(_Counter(x * 2, [1]))
+        def hook(x, hook=None):
+            made.append(_Counter(x * 2, [1]))
 
-    _round_trip([hook], lambda fns: fns[0](torch.ones(2)))
+        return hook, made
+
+    (made,) = _round_trip(make, lambda hook: hook(torch.ones(2)))
     assert isinstance(made[0], _Counter) and torch.equal(made[0].total, torch.full((2,), 2.0))
 
 
